@@ -1,0 +1,384 @@
+//! Load generator: drives a Strata server over gRPC and prints append throughput and latency,
+//! read throughput, subscription end-to-end latency, and, measured in the same run, the
+//! ceiling of the transport itself (a do-nothing unary call and a plain server stream).
+//!
+//! `cargo build --release -p strata-server -p strata-benches && target/release/load --help`
+//!
+//! Without `--server` it starts `strata serve` (the binary next to this one) on a free port
+//! with a temporary data directory, in durable mode.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use strata_client::{
+    Client, EventData, ExpectedRevision, ReadOptions, SubscribeFrom, SubscriptionMessage,
+};
+use uuid::Uuid;
+
+#[derive(Parser, Debug)]
+#[command(about = "Strata gRPC load generator")]
+struct Args {
+    /// Server URL; without it a server is started from the strata binary next to this one.
+    #[arg(long)]
+    server: Option<String>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Concurrent clients for the append runs (comma-separated list).
+    #[arg(long, default_value = "1,16,64")]
+    clients: String,
+    /// Events per append for the batch run, with --batch-clients clients.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_clients: usize,
+    /// Bytes of event data (plus ~70 bytes of metadata).
+    #[arg(long, default_value_t = 200)]
+    event_size: usize,
+    /// Total append rate (events/s) while measuring subscription latency.
+    #[arg(long, default_value_t = 5000)]
+    sub_rate: u64,
+    /// Connections shared by the appenders (0: one per appender).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
+    /// Append with one unary call each instead of over append sessions.
+    #[arg(long)]
+    unary: bool,
+    /// Only these parts (comma-separated): transport,append,batch,read,subscribe.
+    #[arg(long, default_value = "transport,append,batch,read,subscribe")]
+    only: String,
+}
+
+/// A server this run started, and its data directory (removed when dropped, after the server).
+struct Spawned {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    /// Peak resident memory of the server so far, in MiB (VmHWM).
+    fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server() -> (String, Spawned) {
+    let bin = std::env::current_exe().unwrap().with_file_name("strata");
+    let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    let mut child = Command::new(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (build it with cargo build --release -p strata-server)",
+                bin.display()
+            )
+        });
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(at) = line.find("listening on ") {
+            break line[at + 13..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (format!("http://{addr}"), Spawned { child, _dir: dir })
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+}
+
+fn event(size: usize) -> EventData {
+    let data = format!("{{\"pad\":\"{}\"}}", "x".repeat(size.saturating_sub(10)));
+    EventData::json_bytes("LoadEvent", data)
+        .metadata(format!("{{\"correlation\":\"{}\"}}", Uuid::new_v4()))
+}
+
+/// `n` client handles over `connections` connections (0: one each).
+async fn clients_over(url: &str, n: usize, connections: usize, sessions: bool) -> Vec<Client> {
+    let connections = if connections == 0 {
+        n
+    } else {
+        connections.min(n)
+    };
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        conns.push(
+            Client::builder(url.to_owned())
+                .append_sessions(sessions)
+                .connect()
+                .await
+                .expect("connect"),
+        );
+    }
+    (0..n).map(|i| conns[i % connections].clone()).collect()
+}
+
+async fn clients(url: &str, n: usize) -> Vec<Client> {
+    clients_over(url, n, 0, true).await
+}
+
+/// Runs `op` in `n` concurrent loops for `secs`; returns (operations, sorted latencies, seconds).
+async fn run_loops<F, Fut>(cs: &[Client], secs: f64, op: F) -> (usize, Vec<Duration>, f64)
+where
+    F: Fn(Client, usize, u64) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, c) in cs.iter().enumerate() {
+        let c = c.clone();
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lats = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                op(c.clone(), i, n).await;
+                lats.push(t.elapsed());
+                n += 1;
+            }
+            lats
+        }));
+    }
+    let mut lats = Vec::new();
+    for t in tasks {
+        lats.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lats.sort();
+    (lats.len(), lats, elapsed)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let (url, _spawned) = match &args.server {
+        Some(u) => (u.clone(), None),
+        None => {
+            let (u, s) = spawn_server();
+            (u, Some(s))
+        }
+    };
+    let only: Vec<&str> = args.only.split(',').collect();
+    let counts: Vec<usize> = args
+        .clients
+        .split(',')
+        .map(|c| c.trim().parse().expect("--clients"))
+        .collect();
+    println!(
+        "# load: server {url}, {} B data + ~70 B metadata per event, {:.0} s per run",
+        args.event_size, args.duration
+    );
+    let mut unary_ceiling = std::collections::HashMap::new();
+
+    if only.contains(&"transport") {
+        for &n in &counts {
+            let cs = clients(&url, n).await;
+            let (ops, lats, secs) = run_loops(&cs, args.duration, |c, _, _| async move {
+                c.ping().await.unwrap()
+            })
+            .await;
+            let rate = ops as f64 / secs;
+            unary_ceiling.insert(n, rate);
+            println!(
+                "transport_unary_{n}c: {rate:.0} calls/s, p50 {:.2} ms p99 {:.2} ms",
+                pct(&lats, 0.5),
+                pct(&lats, 0.99)
+            );
+        }
+        let c = Client::connect(url.clone()).await.unwrap();
+        let t = Instant::now();
+        let got = c.flood(1_000_000, 16).await.unwrap();
+        println!(
+            "transport_server_stream: {:.0} messages/s (16-byte messages)",
+            got as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+
+    let mode = format!(
+        "{} over {}",
+        if args.unary {
+            "unary calls"
+        } else {
+            "append sessions"
+        },
+        if args.connections == 0 {
+            "one connection per appender".to_owned()
+        } else {
+            format!("{} shared connection(s)", args.connections)
+        }
+    );
+    if only.contains(&"append") {
+        for &n in &counts {
+            let cs = clients_over(&url, n, args.connections, !args.unary).await;
+            let size = args.event_size;
+            let revs: Arc<Vec<std::sync::Mutex<ExpectedRevision>>> = Arc::new(
+                (0..n)
+                    .map(|_| std::sync::Mutex::new(ExpectedRevision::NoStream))
+                    .collect(),
+            );
+            let run = Uuid::new_v4().simple().to_string();
+            let (ops, lats, secs) = run_loops(&cs, args.duration, move |c, i, _| {
+                let revs = revs.clone();
+                let stream = format!("load-{run}-{i}");
+                async move {
+                    let expected = *revs[i].lock().unwrap();
+                    let r = c
+                        .append(&stream, expected, vec![event(size)])
+                        .await
+                        .expect("append");
+                    *revs[i].lock().unwrap() = ExpectedRevision::Exact(r.revision);
+                }
+            })
+            .await;
+            let rate = ops as f64 / secs;
+            let ceiling = unary_ceiling.get(&n).map_or(String::new(), |u| {
+                format!(", {:.0}% of the unary ceiling", 100.0 * rate / u)
+            });
+            println!(
+                "append_{n}c_x1: {rate:.0} events/s, p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms{ceiling} ({mode})",
+                pct(&lats, 0.5),
+                pct(&lats, 0.99),
+                pct(&lats, 0.999)
+            );
+        }
+    }
+
+    if only.contains(&"batch") {
+        let n = args.batch_clients;
+        let cs = clients_over(&url, n, args.connections, !args.unary).await;
+        let (size, batch) = (args.event_size, args.batch);
+        let (ops, lats, secs) = run_loops(&cs, args.duration, move |c, i, _| async move {
+            let events = (0..batch).map(|_| event(size)).collect();
+            c.append(&format!("batch-{i}"), ExpectedRevision::Any, events)
+                .await
+                .expect("append");
+        })
+        .await;
+        println!(
+            "append_{n}c_x{batch}: {:.0} events/s, p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms ({mode})",
+            (ops * batch) as f64 / secs,
+            pct(&lats, 0.5),
+            pct(&lats, 0.99),
+            pct(&lats, 0.999)
+        );
+    }
+
+    if only.contains(&"read") {
+        let c = Client::connect(url.clone()).await.unwrap();
+        let t = Instant::now();
+        let n = c
+            .read_all(ReadOptions::default())
+            .await
+            .unwrap()
+            .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+            .await
+            .unwrap();
+        println!(
+            "read_all: {:.0} events/s ({n} events)",
+            n as f64 / t.elapsed().as_secs_f64()
+        );
+        if let Some(s) = c.list_streams("batch-0", false).await.unwrap().first() {
+            let t = Instant::now();
+            let n = c
+                .read_stream(&s.name, ReadOptions::default())
+                .await
+                .unwrap()
+                .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+                .await
+                .unwrap();
+            println!(
+                "read_stream: {:.0} events/s ({n} events, one stream)",
+                n as f64 / t.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    if only.contains(&"subscribe") {
+        let c = Client::connect(url.clone()).await.unwrap();
+        let mut sub = c.subscribe("$all", SubscribeFrom::End, None).await.unwrap();
+        let writers = 8u64;
+        let per_writer_interval = Duration::from_secs_f64(writers as f64 / args.sub_rate as f64);
+        let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+        let cs = clients(&url, writers as usize).await;
+        let mut tasks = Vec::new();
+        for (i, c) in cs.into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(per_writer_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while Instant::now() < deadline {
+                    tick.tick().await;
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64;
+                    let e = EventData::json("Timed", &serde_json::json!({ "sent": now })).unwrap();
+                    c.append(&format!("timed-{i}"), ExpectedRevision::Any, vec![e])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        let mut lats = Vec::new();
+        let recv = async {
+            while let Some(m) = sub.next().await {
+                if let SubscriptionMessage::Event(e) = m.unwrap() {
+                    let sent = e.json::<serde_json::Value>().unwrap()["sent"]
+                        .as_u64()
+                        .unwrap();
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64;
+                    lats.push(Duration::from_nanos(now.saturating_sub(sent)));
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs_f64(args.duration + 1.0), recv).await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        lats.sort();
+        println!(
+            "subscription_latency: p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms ({} events at ~{} events/s, append to delivery)",
+            pct(&lats, 0.5),
+            pct(&lats, 0.99),
+            pct(&lats, 0.999),
+            lats.len(),
+            args.sub_rate
+        );
+    }
+    if let Some(server) = &_spawned {
+        println!("server_peak_rss: {} MiB", server.peak_rss_mib());
+    }
+}

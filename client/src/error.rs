@@ -1,0 +1,101 @@
+//! The client's error type, decoded from the server's `strata.v1.ErrorDetail`.
+
+use prost::Message;
+use strata_proto::v1::{self, error_detail::Kind};
+use tonic::{Code, Status};
+
+use crate::types::{expected_from_proto, ExpectedRevision};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The stream was not at the expected revision. `actual` is `None` when it has no events.
+    #[error("wrong expected revision for stream '{stream}': expected {expected}, actual {}", actual.map_or("no stream".to_owned(), |r| r.to_string()))]
+    WrongExpectedRevision {
+        stream: String,
+        expected: ExpectedRevision,
+        actual: Option<u64>,
+    },
+    #[error("stream '{stream}' not found")]
+    StreamNotFound { stream: String },
+    #[error("stream '{stream}' is deleted (tombstoned)")]
+    StreamDeleted { stream: String },
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("append to '{stream}' is {size} bytes, over the server's maximum of {max_size}")]
+    AppendTooLarge {
+        stream: String,
+        size: u64,
+        max_size: u64,
+    },
+    #[error("append to '{stream}' partially overlaps events already written (event {event_id})")]
+    IdempotencyConflict { stream: String, event_id: String },
+    /// The server is shutting down, read-only, or unreachable.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// Could not connect (bad URL, refused connection).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// Any other server error.
+    #[error("server error ({code:?}): {message}")]
+    Server { code: Code, message: String },
+}
+
+impl Error {
+    /// Worth retrying with the same request (idempotent for appends with event IDs).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        if let Ok(detail) = v1::ErrorDetail::decode(s.details()) {
+            match detail.kind {
+                Some(Kind::WrongExpectedRevision(w)) => {
+                    return Error::WrongExpectedRevision {
+                        stream: w.stream,
+                        expected: expected_from_proto(w.expected),
+                        actual: w.actual_revision,
+                    }
+                }
+                Some(Kind::StreamNotFound(n)) => return Error::StreamNotFound { stream: n.stream },
+                Some(Kind::StreamDeleted(d)) => return Error::StreamDeleted { stream: d.stream },
+                Some(Kind::InvalidArgument(a)) => {
+                    return Error::InvalidArgument {
+                        field: a.field,
+                        reason: a.reason,
+                    }
+                }
+                Some(Kind::AppendTooLarge(a)) => {
+                    return Error::AppendTooLarge {
+                        stream: a.stream,
+                        size: a.size,
+                        max_size: a.max_size,
+                    }
+                }
+                Some(Kind::IdempotencyConflict(c)) => {
+                    return Error::IdempotencyConflict {
+                        stream: c.stream,
+                        event_id: c.event_id,
+                    }
+                }
+                Some(Kind::Unavailable(u)) => return Error::Unavailable(u.reason),
+                Some(Kind::Internal(_)) | None => {}
+            }
+        }
+        // No ErrorDetail: the status did not come from a Strata handler but from the
+        // transport (connection refused, reset, or cancelled when it closed mid-call).
+        match s.code() {
+            Code::Unavailable | Code::Cancelled => Error::Unavailable(s.message().to_owned()),
+            Code::DeadlineExceeded => Error::DeadlineExceeded,
+            code => Error::Server {
+                code,
+                message: s.message().to_owned(),
+            },
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,618 @@
+//! The public engine: configuration, open/close, and the operations.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::filter::EventFilter;
+use crate::index::Index;
+use crate::io::{Fs, OsFs};
+use crate::metadata::{metadata_stream, StreamMetadata};
+use crate::record::framed_len;
+use crate::recovery::{recover, RecoveryReport};
+use crate::segment::Log;
+use crate::types::{
+    AllFrom, AllSlice, AppendResult, Direction, EventData, ExpectedRevision, StreamFrom,
+    StreamInfo, StreamSlice,
+};
+use crate::writer::{Op, Request, Writer};
+
+/// Longest stream name, in bytes of UTF-8.
+pub const MAX_STREAM_NAME: usize = 1000;
+/// Longest event type, in bytes of UTF-8.
+pub const MAX_EVENT_TYPE: usize = 1000;
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After its batch is written and fdatasync'ed: survives power loss. The default.
+    #[default]
+    Fsync,
+    /// After its batch is written to the OS page cache: survives a crash of the process, not of
+    /// the machine. For development and tests only.
+    NoSync,
+}
+
+/// Engine settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Holds `log/` (segments) and `index/` (sled).
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// A segment is closed once the next batch would take it past this size.
+    pub segment_size: u64,
+    /// Largest encoded size of one append.
+    pub max_append_size: usize,
+    /// sled page cache.
+    pub index_cache_bytes: u64,
+    /// Event IDs remembered to recognise `Any`/`StreamExists` retries.
+    pub idempotency_window: usize,
+    /// How often index entries move from memory to sled.
+    pub index_flush_interval: Duration,
+    /// Writes queued before callers wait.
+    pub queue_depth: usize,
+    /// The file-system seam (tests inject failures here).
+    pub fs: Arc<dyn Fs>,
+}
+
+impl Config {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Config {
+            dir: dir.into(),
+            durability: Durability::Fsync,
+            segment_size: 256 * 1024 * 1024,
+            max_append_size: 1024 * 1024,
+            index_cache_bytes: 64 * 1024 * 1024,
+            idempotency_window: 100_000,
+            index_flush_interval: Duration::from_millis(200),
+            queue_depth: 4096,
+            fs: Arc::new(OsFs),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .field("segment_size", &self.segment_size)
+            .field("max_append_size", &self.max_append_size)
+            .field("index_cache_bytes", &self.index_cache_bytes)
+            .field("idempotency_window", &self.idempotency_window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the engine handle, the writer thread and the index flusher.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub log: Log,
+    pub index: Index,
+    poisoned: Mutex<Option<String>>,
+    end_tx: watch::Sender<u64>,
+    pub counters: Counters,
+}
+
+/// Monotonic counters of the write path.
+#[derive(Default)]
+pub(crate) struct Counters {
+    batches: AtomicU64,
+    events: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn record_batch(&self, events: u64, requests: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(events, Ordering::Relaxed);
+        self.requests.fetch_add(requests, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().expect("poison lock").clone()
+    }
+
+    /// Turns the store read-only; returns the reason.
+    pub(crate) fn poison(&self, reason: String) -> String {
+        tracing::error!(%reason, "write failed; the store is now read-only until reopened");
+        let mut p = self.poisoned.lock().expect("poison lock");
+        p.get_or_insert(reason).clone()
+    }
+
+    pub(crate) fn publish_end(&self, end: u64) {
+        self.end_tx.send_replace(end);
+    }
+}
+
+/// What [`Engine::verify`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub bytes: u64,
+    pub segments: usize,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineStats {
+    pub log_end: u64,
+    pub segment_count: usize,
+    pub stream_count: usize,
+    pub index_checkpoint: u64,
+    pub index_unflushed: u64,
+    pub log_bytes: u64,
+    pub index_bytes: u64,
+    /// `Some(reason)` when a failed write made the store read-only.
+    pub read_only: Option<String>,
+    /// Group commits (one write + one fdatasync each) since open.
+    pub batches_committed: u64,
+    /// Events written since open.
+    pub events_committed: u64,
+    /// Write requests (appends, deletes, metadata) answered by those batches.
+    pub requests_committed: u64,
+}
+
+/// An open store. Cheap to share behind an `Arc`; reads are blocking file I/O (call them from
+/// `spawn_blocking` in async code); writes are async and group-committed.
+pub struct Engine {
+    shared: Arc<Shared>,
+    tx: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    flusher: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
+    report: RecoveryReport,
+    _lock: File,
+}
+
+fn validate_stream_name(stream: &str) -> Result<()> {
+    if stream.is_empty() {
+        return Err(Error::invalid("stream name", "must not be empty"));
+    }
+    if stream.len() > MAX_STREAM_NAME {
+        return Err(Error::invalid(
+            "stream name",
+            format!(
+                "is {} bytes, over the limit of {MAX_STREAM_NAME}",
+                stream.len()
+            ),
+        ));
+    }
+    if stream.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "stream name",
+            format!("{stream:?} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_user_stream(stream: &str) -> Result<()> {
+    validate_stream_name(stream)?;
+    if stream.starts_with('$') {
+        return Err(Error::ReservedStream {
+            stream: stream.into(),
+        });
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Opens the store in `config.dir`, creating it if needed, and recovers it (see
+    /// [`RecoveryReport`]). Blocking.
+    pub fn open(config: Config) -> Result<Engine> {
+        let fs = config.fs.clone();
+        fs.create_dir_all(&config.dir)
+            .map_err(|e| Error::io(&config.dir, e))?;
+        let lock_path = config.dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Err(Error::Locked {
+                dir: config.dir.clone(),
+            });
+        }
+        let durable = config.durability == Durability::Fsync;
+        let index = Index::open(&config.dir.join("index"), config.index_cache_bytes)?;
+        let recovered = recover(
+            fs,
+            &config.dir.join("log"),
+            &index,
+            durable,
+            config.idempotency_window,
+        )?;
+        let report = recovered.report.clone();
+        tracing::info!(
+            dir = %config.dir.display(),
+            segments = report.segments,
+            log_end = report.log_end,
+            index_checkpoint = report.index_checkpoint,
+            reindexed = report.reindexed_events,
+            truncated_bytes = report.truncated_bytes,
+            ms = report.duration.as_millis() as u64,
+            "store opened"
+        );
+        let (end_tx, _) = watch::channel(report.log_end);
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            log: recovered.log,
+            index,
+            poisoned: Mutex::new(None),
+            end_tx,
+            counters: Counters::default(),
+        });
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let writer = Writer::new(
+            shared.clone(),
+            rx,
+            recovered.active,
+            report.log_end,
+            recovered.recent,
+        );
+        let writer = std::thread::Builder::new()
+            .name("strata-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io(&config.dir, e))?;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let flush_shared = shared.clone();
+        let interval = config.index_flush_interval;
+        let flusher = std::thread::Builder::new()
+            .name("strata-index-flush".into())
+            .spawn(move || loop {
+                let stop = !matches!(stop_rx.recv_timeout(interval), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
+                if let Err(e) = flush_shared.index.flush() {
+                    tracing::error!(error = %e, "index flush failed; entries stay in memory and will be retried");
+                }
+                if stop {
+                    break;
+                }
+            })
+            .map_err(|e| Error::io(&config.dir, e))?;
+        Ok(Engine {
+            shared,
+            tx: Some(tx),
+            writer: Some(writer),
+            flusher: Some((stop_tx, flusher)),
+            report,
+            _lock: lock,
+        })
+    }
+
+    /// What recovery found when this store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    async fn submit(&self, op: Op) -> Result<AppendResult> {
+        if let Some(reason) = self.shared.poisoned() {
+            return Err(Error::ReadOnly { reason });
+        }
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(Request { op, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Appends events to a user stream, atomically, if the stream is at `expected`.
+    ///
+    /// Retries are idempotent: with `Exact`/`NoStream`, an append whose event IDs already sit at
+    /// the revisions right after `expected` returns the original result and writes nothing;
+    /// with `Any`/`StreamExists` the same holds while the IDs are in the recent-ID window. Some
+    /// but not all IDs already written is [`Error::IdempotencyConflict`].
+    pub async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        validate_user_stream(stream)?;
+        self.append_unchecked_name(stream, expected, events).await
+    }
+
+    /// Like [`Engine::append`] but allows `$`-prefixed streams other than metadata streams
+    /// (`$$…`): for servers that keep their own system streams in the log.
+    pub async fn append_system(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        validate_stream_name(stream)?;
+        if !stream.starts_with('$') || stream.starts_with("$$") {
+            return Err(Error::invalid(
+                "stream name",
+                format!("system streams start with a single '$', got {stream:?}"),
+            ));
+        }
+        self.append_unchecked_name(stream, expected, events).await
+    }
+
+    async fn append_unchecked_name(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        mut events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        if events.is_empty() {
+            return Err(Error::invalid(
+                "events",
+                "an append needs at least one event",
+            ));
+        }
+        let mut size = 0usize;
+        for (i, e) in events.iter_mut().enumerate() {
+            if e.event_type.is_empty() {
+                return Err(Error::invalid(
+                    "event type",
+                    format!("event {i} of the append has an empty event type"),
+                ));
+            }
+            if e.event_type.len() > MAX_EVENT_TYPE {
+                return Err(Error::invalid(
+                    "event type",
+                    format!(
+                        "event {i} has a type of {} bytes, over the limit of {MAX_EVENT_TYPE}",
+                        e.event_type.len()
+                    ),
+                ));
+            }
+            e.event_id.get_or_insert_with(Uuid::new_v4);
+            size += framed_len(stream, &e.event_type, e.data.len(), e.metadata.len());
+        }
+        let max = self.shared.config.max_append_size;
+        if size > max {
+            return Err(Error::AppendTooLarge {
+                stream: stream.into(),
+                size,
+                max,
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(events.len());
+        for e in &events {
+            let id = e.event_id.expect("assigned above");
+            if !seen.insert(id) {
+                return Err(Error::invalid(
+                    "event id",
+                    format!("event ID {id} appears twice in one append"),
+                ));
+            }
+        }
+        self.submit(Op::Append {
+            stream: stream.into(),
+            expected,
+            events,
+        })
+        .await
+    }
+
+    /// Soft-deletes a stream: reads say not found; a later append recreates it and its
+    /// revisions continue after the last one. Returns the position of the delete record.
+    pub async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult> {
+        validate_user_stream(stream)?;
+        self.submit(Op::Delete {
+            stream: stream.into(),
+            expected,
+        })
+        .await
+    }
+
+    /// Hard-deletes a stream, forever: every later read or write of it fails with
+    /// [`Error::StreamDeleted`].
+    pub async fn tombstone_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult> {
+        validate_user_stream(stream)?;
+        self.submit(Op::Tombstone {
+            stream: stream.into(),
+            expected,
+        })
+        .await
+    }
+
+    /// Replaces a stream's metadata. `expected` applies to the metadata stream `$$<stream>`.
+    pub async fn set_stream_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult> {
+        validate_user_stream(stream)?;
+        metadata
+            .validate()
+            .map_err(|r| Error::invalid("metadata", r))?;
+        let size = framed_len(
+            &metadata_stream(stream),
+            "$metadata",
+            metadata.to_json().len(),
+            0,
+        );
+        if size > self.shared.config.max_append_size {
+            return Err(Error::AppendTooLarge {
+                stream: metadata_stream(stream),
+                size,
+                max: self.shared.config.max_append_size,
+            });
+        }
+        self.submit(Op::SetMetadata {
+            stream: stream.into(),
+            expected,
+            metadata,
+        })
+        .await
+    }
+
+    /// A stream's metadata and the revision of `$$<stream>` it came from (`None`: never set).
+    pub fn get_stream_metadata(&self, stream: &str) -> Result<(Option<u64>, StreamMetadata)> {
+        validate_stream_name(stream)?;
+        let meta_name = metadata_stream(stream);
+        let (tombstoned, metadata) = self.shared.index.with_stream(stream, |st| {
+            st.map_or((false, None), |s| (s.tombstoned, s.metadata.clone()))
+        });
+        if tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.into(),
+            });
+        }
+        let revision = self
+            .shared
+            .index
+            .with_stream(&meta_name, |st| st.and_then(|s| s.last_revision));
+        Ok((revision, metadata.map(|m| (*m).clone()).unwrap_or_default()))
+    }
+
+    /// Reads up to `max` events of a stream. Not-found and deleted streams are errors.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from: StreamFrom,
+        direction: Direction,
+        max: usize,
+    ) -> Result<StreamSlice> {
+        validate_stream_name(stream)?;
+        self.shared.read_stream(stream, from, direction, max)
+    }
+
+    /// Reads up to `max` events of the global log, examining at most `max(max, 1) * 32`
+    /// records when filtered (see [`AllSlice::next_position`]).
+    pub fn read_all(
+        &self,
+        from: AllFrom,
+        direction: Direction,
+        max: usize,
+        filter: Option<&EventFilter>,
+    ) -> Result<AllSlice> {
+        let max_scan = if filter.is_some() {
+            max.max(1).saturating_mul(32)
+        } else {
+            max
+        };
+        self.shared.read_all(from, direction, max, filter, max_scan)
+    }
+
+    /// Like [`Engine::read_all`] with an explicit bound on records examined.
+    pub fn read_all_scan(
+        &self,
+        from: AllFrom,
+        direction: Direction,
+        max: usize,
+        filter: Option<&EventFilter>,
+        max_scan: usize,
+    ) -> Result<AllSlice> {
+        self.shared
+            .read_all(from, direction, max, filter, max_scan.max(1))
+    }
+
+    /// The committed end of the log: the position the next append will get (or later).
+    pub fn log_end(&self) -> u64 {
+        self.shared.log.committed_end()
+    }
+
+    /// The change feed: a receiver whose value is the committed log end. Wait for it to pass
+    /// a position with `rx.wait_for(|end| *end > p).await`.
+    pub fn watch_log_end(&self) -> watch::Receiver<u64> {
+        self.shared.end_tx.subscribe()
+    }
+
+    /// Every stream with a state (including `$$` metadata streams), in no particular order.
+    pub fn list_streams(&self) -> Vec<StreamInfo> {
+        self.shared
+            .index
+            .streams()
+            .into_iter()
+            .map(|(name, st)| StreamInfo {
+                name: name.to_string(),
+                last_revision: st.last_revision,
+                soft_deleted: st.last_revision.is_some() && !st.has_visible() && !st.tombstoned,
+                tombstoned: st.tombstoned,
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let segments = self.shared.log.segments();
+        let log_bytes = segments.iter().map(|s| s.file.len().unwrap_or(0)).sum();
+        EngineStats {
+            log_end: self.log_end(),
+            segment_count: segments.len(),
+            stream_count: self.shared.index.stream_count(),
+            index_checkpoint: self.shared.index.checkpoint(),
+            index_unflushed: self.shared.index.unflushed_count(),
+            log_bytes,
+            index_bytes: self.shared.index.size_on_disk(),
+            read_only: self.shared.poisoned(),
+            batches_committed: self.shared.counters.batches.load(Ordering::Relaxed),
+            events_committed: self.shared.counters.events.load(Ordering::Relaxed),
+            requests_committed: self.shared.counters.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads the whole committed log and checks every record's framing and CRC, and that every
+    /// append is complete. Returns what was checked, or the first corruption (file and offset).
+    /// Blocking; reads everything once, sequentially.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.shared.verify()
+    }
+
+    /// Writes all in-memory index entries to sled now.
+    pub fn flush_index(&self) -> Result<()> {
+        self.shared.index.flush()?;
+        self.shared.index.sync()
+    }
+
+    /// Stops accepting writes, lets queued writes finish, flushes the index and closes.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        if let Some((stop, handle)) = self.flusher.take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        if self.shared.config.durability == Durability::NoSync {
+            for seg in self.shared.log.segments().iter().rev().take(1) {
+                seg.file.sync_data().map_err(|e| Error::io(&seg.path, e))?;
+            }
+        }
+        self.shared.index.flush()?;
+        self.shared.index.sync()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            if let Err(e) = self.shutdown() {
+                tracing::error!(error = %e, "closing the store failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The engine's error type. Every variant names what was wrong (stream, revision, file, offset)
+//! so that the server can pass the message to a user unchanged.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::types::{CurrentRevision, ExpectedRevision};
+
+/// Errors returned by [`crate::Engine`] operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The expected-revision check of an append, delete or metadata write failed.
+    #[error("wrong expected revision for stream '{stream}': expected {expected}, but the stream {actual}")]
+    WrongExpectedRevision {
+        stream: String,
+        expected: ExpectedRevision,
+        actual: CurrentRevision,
+    },
+
+    /// The stream has no events (never written, soft-deleted, or truncated away).
+    #[error("stream '{stream}' not found")]
+    StreamNotFound { stream: String },
+
+    /// The stream was tombstoned (hard-deleted); it can never be read or written again.
+    #[error("stream '{stream}' is deleted (tombstoned): it can no longer be read or written")]
+    StreamDeleted { stream: String },
+
+    /// A request argument is invalid; `field` names it.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+
+    /// The encoded size of one append is over the configured maximum.
+    #[error(
+        "append to stream '{stream}' is {size} bytes, over the maximum append size of {max} bytes"
+    )]
+    AppendTooLarge {
+        stream: String,
+        size: usize,
+        max: usize,
+    },
+
+    /// Names starting with `$` belong to the system.
+    #[error("stream name '{stream}' is reserved: names starting with '$' belong to the system (use the metadata, delete and tombstone operations)")]
+    ReservedStream { stream: String },
+
+    /// Some events of an append were already written and some were not: retrying would
+    /// duplicate events, so nothing is written.
+    #[error("append to stream '{stream}' partially overlaps events already written: event {event_id} {detail}; nothing was written")]
+    IdempotencyConflict {
+        stream: String,
+        event_id: Uuid,
+        detail: String,
+    },
+
+    /// A log record failed its checks (CRC, framing, header).
+    #[error("corrupt log: {} at byte offset {offset}: {reason}", file.display())]
+    Corruption {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A read asked for a `$all` position that is not the start of a record.
+    #[error("position {position} is not the start of a record in the log")]
+    InvalidPosition { position: u64 },
+
+    /// A write or fsync failed earlier; the engine accepts no more writes until reopened.
+    #[error("the store is read-only after a failed write: {reason}; reads still work, reopen the store to recover")]
+    ReadOnly { reason: String },
+
+    /// An operating-system I/O error.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The index (sled) reported an error.
+    #[error("index error in {}: {source}", path.display())]
+    Index {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+
+    /// Another process holds the data directory.
+    #[error("data directory {} is locked by another process", dir.display())]
+    Locked { dir: PathBuf },
+
+    /// The engine has been shut down.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Convenience alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The per-stream index, derived from the log.
+//!
+//! In memory: the state of every stream (last revision, tombstone, metadata) and the index
+//! entries (revision -> position) not yet written to sled. In sled, one tree:
+//! - `e | name_len:u16 BE | name | chunk:u64 BE` -> positions of revisions
+//!   `chunk*256 ..` as consecutive `u64 LE` (revisions are dense, so a chunk is a plain array;
+//!   the last chunk of a stream grows as events arrive)
+//! - `s | name` -> `last_revision+1:u64 | flags:u8 | metadata_position+1:u64` (BE)
+//! - `c` -> `checkpoint:u64 BE`: every event before this log position is in sled.
+//!
+//! A background flusher moves entries to sled in large atomic batches behind the log; readers
+//! look in memory first and in sled for older revisions, so they always see every committed event.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::metadata::StreamMetadata;
+
+const KEY_CHECKPOINT: &[u8] = b"c";
+const KEY_FORMAT: &[u8] = b"v";
+const INDEX_FORMAT: u64 = 2;
+const FLAG_TOMBSTONED: u8 = 1;
+/// Revisions per sled index value.
+const CHUNK: u64 = 256;
+
+/// What indexing an event of a metadata stream `$$<s>` does to `s`.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Metadata(Arc<StreamMetadata>),
+    Tombstone,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    pub last_revision: Option<u64>,
+    pub tombstoned: bool,
+    pub metadata: Option<Arc<StreamMetadata>>,
+    pub metadata_position: Option<u64>,
+    /// Revision of `unflushed[0]`.
+    unflushed_base: u64,
+    /// Positions of revisions not yet in sled (a suffix of the stream).
+    unflushed: Vec<u64>,
+    dirty: bool,
+}
+
+impl StreamState {
+    /// The first revision reads may return, after truncate-before and max-count.
+    pub fn first_visible(&self) -> u64 {
+        let Some(last) = self.last_revision else {
+            return 0;
+        };
+        let meta = self.metadata.as_deref();
+        let tb = meta.and_then(|m| m.truncate_before).unwrap_or(0);
+        let by_count = meta
+            .and_then(|m| m.max_count)
+            .map_or(0, |c| (last + 1).saturating_sub(c));
+        tb.max(by_count)
+    }
+
+    /// True when the stream has events and at least one is not truncated away.
+    pub fn has_visible(&self) -> bool {
+        self.last_revision
+            .is_some_and(|last| self.first_visible() <= last)
+    }
+}
+
+/// One index update: an event was committed at `position`.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub stream: Arc<str>,
+    pub revision: u64,
+    pub position: u64,
+    /// For events of `$$<s>`: what they do to `s`.
+    pub effect: Option<Effect>,
+}
+
+/// A stream's entries and state, copied for one flush.
+struct FlushWork {
+    name: Arc<str>,
+    /// Revision of `positions[0]`.
+    base: u64,
+    positions: Vec<u64>,
+    /// Encoded `s` value.
+    state: [u8; 17],
+}
+
+pub struct Index {
+    path: PathBuf,
+    db: sled::Db,
+    streams: RwLock<HashMap<Arc<str>, StreamState>>,
+    /// Every event before this position is in `streams` (memory or sled).
+    indexed_end: AtomicU64,
+    /// Position up to which sled is complete.
+    checkpoint: AtomicU64,
+    unflushed: AtomicU64,
+    flush_lock: Mutex<()>,
+}
+
+fn chunk_key(stream: &str, chunk: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(11 + stream.len());
+    k.push(b'e');
+    k.extend_from_slice(&(stream.len() as u16).to_be_bytes());
+    k.extend_from_slice(stream.as_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+fn chunk_positions(v: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    v.chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+fn state_key(stream: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + stream.len());
+    k.push(b's');
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+fn be_u64(v: &[u8]) -> Option<u64> {
+    v.get(..8)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+}
+
+impl Index {
+    /// Opens (or creates) the index at `path` and loads every stream's state.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Index> {
+        let idx_err = |source| Error::Index {
+            path: path.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(idx_err)?;
+        let format = db
+            .get(KEY_FORMAT)
+            .map_err(idx_err)?
+            .and_then(|v| be_u64(&v));
+        let mut checkpoint = db
+            .get(KEY_CHECKPOINT)
+            .map_err(idx_err)?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(0);
+        if format.is_some_and(|f| f != INDEX_FORMAT) {
+            tracing::warn!(
+                ?format,
+                "index format differs from this build's; rebuilding it from the log"
+            );
+            db.clear().map_err(idx_err)?;
+            checkpoint = 0;
+        }
+        db.insert(KEY_FORMAT, &INDEX_FORMAT.to_be_bytes())
+            .map_err(idx_err)?;
+        let mut streams = HashMap::new();
+        for kv in db.scan_prefix(b"s") {
+            let (k, v) = kv.map_err(idx_err)?;
+            let name = std::str::from_utf8(&k[1..]).map_err(|_| {
+                idx_err(sled::Error::Unsupported("stream name is not UTF-8".into()))
+            })?;
+            if v.len() != 17 {
+                return Err(idx_err(sled::Error::Unsupported(format!(
+                    "bad state for stream {name}"
+                ))));
+            }
+            let last = be_u64(&v[0..8]).unwrap_or(0);
+            let meta = be_u64(&v[9..17]).unwrap_or(0);
+            let last_revision = last.checked_sub(1);
+            streams.insert(
+                Arc::from(name),
+                StreamState {
+                    last_revision,
+                    tombstoned: v[8] & FLAG_TOMBSTONED != 0,
+                    metadata: None,
+                    metadata_position: meta.checked_sub(1),
+                    unflushed_base: last,
+                    unflushed: Vec::new(),
+                    dirty: false,
+                },
+            );
+        }
+        Ok(Index {
+            path: path.to_owned(),
+            db,
+            streams: RwLock::new(streams),
+            indexed_end: AtomicU64::new(checkpoint),
+            checkpoint: AtomicU64::new(checkpoint),
+            unflushed: AtomicU64::new(0),
+            flush_lock: Mutex::new(()),
+        })
+    }
+
+    fn err(&self, source: sled::Error) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Drops everything: used when the index is found ahead of the log.
+    pub fn clear(&self) -> Result<()> {
+        self.db.clear().map_err(|e| self.err(e))?;
+        self.db
+            .insert(KEY_FORMAT, &INDEX_FORMAT.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        self.streams.write().expect("index lock").clear();
+        self.indexed_end.store(0, Ordering::Release);
+        self.checkpoint.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint.load(Ordering::Acquire)
+    }
+
+    pub fn indexed_end(&self) -> u64 {
+        self.indexed_end.load(Ordering::Acquire)
+    }
+
+    pub fn unflushed_count(&self) -> u64 {
+        self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// Applies committed events and moves `indexed_end` to `end`.
+    pub fn apply(&self, entries: &[Entry], end: u64) {
+        let mut streams = self.streams.write().expect("index lock");
+        for e in entries {
+            Self::apply_one(&mut streams, e);
+        }
+        self.unflushed
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.indexed_end.store(end, Ordering::Release);
+    }
+
+    fn apply_one(streams: &mut HashMap<Arc<str>, StreamState>, e: &Entry) {
+        let st = streams.entry(e.stream.clone()).or_default();
+        debug_assert_eq!(e.revision, st.unflushed_base + st.unflushed.len() as u64);
+        if st.unflushed.is_empty() {
+            st.unflushed_base = e.revision;
+        }
+        st.unflushed.push(e.position);
+        st.last_revision = Some(e.revision);
+        st.dirty = true;
+        if let Some(effect) = &e.effect {
+            let target = e
+                .stream
+                .strip_prefix("$$")
+                .expect("effects come from metadata streams");
+            let t = match streams.get_mut(target) {
+                Some(t) => t,
+                None => streams.entry(Arc::from(target)).or_default(),
+            };
+            match effect {
+                Effect::Metadata(m) => {
+                    t.metadata = Some(m.clone());
+                    t.metadata_position = Some(e.position);
+                }
+                Effect::Tombstone => t.tombstoned = true,
+            }
+            t.dirty = true;
+        }
+    }
+
+    /// Runs `f` on a stream's state under the read lock.
+    pub fn with_stream<R>(&self, stream: &str, f: impl FnOnce(Option<&StreamState>) -> R) -> R {
+        f(self.streams.read().expect("index lock").get(stream))
+    }
+
+    /// Sets parsed metadata loaded on open.
+    pub fn set_loaded_metadata(&self, stream: &str, metadata: Arc<StreamMetadata>) {
+        if let Some(st) = self.streams.write().expect("index lock").get_mut(stream) {
+            st.metadata = Some(metadata);
+        }
+    }
+
+    /// Streams whose metadata position is known but whose metadata is not loaded.
+    pub fn metadata_to_load(&self) -> Vec<(String, u64)> {
+        let streams = self.streams.read().expect("index lock");
+        streams
+            .iter()
+            .filter(|(_, s)| s.metadata.is_none())
+            .filter_map(|(n, s)| s.metadata_position.map(|p| (n.to_string(), p)))
+            .collect()
+    }
+
+    /// All stream names with a state, with a copy of it.
+    pub fn streams(&self) -> Vec<(Arc<str>, StreamState)> {
+        let streams = self.streams.read().expect("index lock");
+        streams
+            .iter()
+            .map(|(n, s)| {
+                let mut s = s.clone();
+                s.unflushed = Vec::new();
+                (n.clone(), s)
+            })
+            .collect()
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.read().expect("index lock").len()
+    }
+
+    /// Positions of revisions `from..=to` of `stream`, ascending.
+    pub fn positions(&self, stream: &str, from: u64, to: u64) -> Result<Vec<u64>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let (base, mem): (u64, Vec<u64>) = {
+            let streams = self.streams.read().expect("index lock");
+            let Some(st) = streams.get(stream) else {
+                return Ok(Vec::new());
+            };
+            let base = st.unflushed_base;
+            let lo = from.max(base);
+            let mem = if to >= lo && lo < base + st.unflushed.len() as u64 {
+                let a = (lo - base) as usize;
+                let b = ((to - base + 1) as usize).min(st.unflushed.len());
+                st.unflushed[a..b].to_vec()
+            } else {
+                Vec::new()
+            };
+            (base, mem)
+        };
+        let mut out = Vec::with_capacity((to - from + 1).min(4096) as usize);
+        if from < base {
+            let hi = to.min(base - 1);
+            for chunk in from / CHUNK..=hi / CHUNK {
+                let key = chunk_key(stream, chunk);
+                let v = self
+                    .db
+                    .get(&key)
+                    .map_err(|e| self.err(e))?
+                    .unwrap_or_default();
+                let first = chunk * CHUNK;
+                let lo_i = from.max(first) - first;
+                let hi_i = hi.min(first + CHUNK - 1) - first;
+                let have = (v.len() / 8) as u64;
+                if hi_i >= have {
+                    return Err(self.err(sled::Error::ReportableBug(format!(
+                        "index chunk {chunk} of stream {stream} holds {have} entries, revision {} expected",
+                        first + hi_i
+                    ))));
+                }
+                out.extend(chunk_positions(
+                    &v[(lo_i * 8) as usize..((hi_i + 1) * 8) as usize],
+                ));
+            }
+        }
+        out.extend(mem);
+        Ok(out)
+    }
+
+    /// Writes every unflushed entry and changed state to sled in one atomic batch, with the
+    /// checkpoint. Returns the number of entries written.
+    pub fn flush(&self) -> Result<u64> {
+        let _one_at_a_time = self.flush_lock.lock().expect("flush lock");
+        // Copy what is to be written under the lock; build the batch outside it.
+        let mut work: Vec<FlushWork> = Vec::new();
+        let end = {
+            let mut streams = self.streams.write().expect("index lock");
+            for (name, st) in streams.iter_mut() {
+                if !st.dirty {
+                    continue;
+                }
+                let mut v = [0u8; 17];
+                v[0..8].copy_from_slice(&st.last_revision.map_or(0, |r| r + 1).to_be_bytes());
+                v[8] = if st.tombstoned { FLAG_TOMBSTONED } else { 0 };
+                v[9..17].copy_from_slice(&st.metadata_position.map_or(0, |p| p + 1).to_be_bytes());
+                work.push(FlushWork {
+                    name: name.clone(),
+                    base: st.unflushed_base,
+                    positions: st.unflushed.clone(),
+                    state: v,
+                });
+                st.dirty = false;
+            }
+            self.indexed_end()
+        };
+        if end == self.checkpoint() && work.is_empty() {
+            return Ok(0);
+        }
+        let result = self.write_batch(&work, end);
+        if let Err(e) = result {
+            // Leave the entries in memory and mark the streams dirty again: nothing is lost.
+            let mut streams = self.streams.write().expect("index lock");
+            for w in &work {
+                if let Some(st) = streams.get_mut(&w.name) {
+                    st.dirty = true;
+                }
+            }
+            return Err(e);
+        }
+        let mut count = 0;
+        let mut streams = self.streams.write().expect("index lock");
+        for w in work {
+            let n = w.positions.len();
+            count += n as u64;
+            if let Some(st) = streams.get_mut(&w.name) {
+                st.unflushed.drain(..n);
+                st.unflushed_base += n as u64;
+                if !st.unflushed.is_empty() {
+                    st.dirty = true;
+                }
+            }
+        }
+        drop(streams);
+        self.unflushed.fetch_sub(count, Ordering::Relaxed);
+        self.checkpoint.store(end, Ordering::Release);
+        Ok(count)
+    }
+
+    fn write_batch(&self, work: &[FlushWork], end: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for FlushWork {
+            name,
+            base,
+            positions,
+            state,
+        } in work
+        {
+            let mut rev = *base;
+            let mut rest = &positions[..];
+            while !rest.is_empty() {
+                let chunk = rev / CHUNK;
+                let offset = rev % CHUNK;
+                let take = ((CHUNK - offset) as usize).min(rest.len());
+                let key = chunk_key(name, chunk);
+                let mut value = if offset > 0 {
+                    let old = self
+                        .db
+                        .get(&key)
+                        .map_err(|e| self.err(e))?
+                        .unwrap_or_default();
+                    old[..(offset as usize * 8).min(old.len())].to_vec()
+                } else {
+                    Vec::with_capacity(take * 8)
+                };
+                for p in &rest[..take] {
+                    value.extend_from_slice(&p.to_le_bytes());
+                }
+                batch.insert(key, value);
+                rev += take as u64;
+                rest = &rest[take..];
+            }
+            batch.insert(state_key(name), &state[..]);
+        }
+        batch.insert(KEY_CHECKPOINT, &end.to_be_bytes());
+        self.db.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    /// Makes sled durable on disk.
+    pub fn sync(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}

@@ -1,0 +1,44 @@
+//! Strata's storage engine: an append-only segmented event log (the source of truth) with
+//! per-stream indexes derived from it. It knows nothing about the network.
+//!
+//! Module map:
+//! - [`engine`]: configuration, open/close, the public operations.
+//! - `writer`: the single writer thread; expected-revision checks and group commit.
+//! - `reader`: stream reads (via the index) and `$all` reads (via the segments).
+//! - `recovery`: opening a log, re-indexing after the checkpoint, cutting a torn tail.
+//! - `segment`: segment files, headers, and the buffered record cursor.
+//! - `record`: record framing (length + CRC32) and the event encoding.
+//! - `index`: stream states and revision → position entries, in memory and in sled.
+//! - [`metadata`]: stream metadata (retention rules) and its JSON form.
+//! - [`filter`]: `$all` filters.
+//! - `recent_ids`: the window of recent event IDs for idempotent retries.
+//! - [`io`]: the file-system seam, with a failure-injecting wrapper for tests.
+
+pub mod engine;
+pub mod error;
+pub mod filter;
+mod index;
+pub mod io;
+pub mod metadata;
+mod reader;
+mod recent_ids;
+mod record;
+mod recovery;
+mod segment;
+pub mod types;
+mod writer;
+
+pub use engine::{
+    Config, Durability, Engine, EngineStats, VerifyReport, MAX_EVENT_TYPE, MAX_STREAM_NAME,
+};
+pub use error::{Error, Result};
+pub use filter::{EventFilter, FilterOn};
+pub use metadata::StreamMetadata;
+pub use recovery::RecoveryReport;
+pub use types::*;
+
+/// On-disk layout constants, for tools and tests that build or inspect files.
+pub mod format {
+    pub use crate::record::{EVENT_FIXED, FRAME_OVERHEAD};
+    pub use crate::segment::{file_name as segment_file_name, HEADER_LEN as SEGMENT_HEADER_LEN};
+}

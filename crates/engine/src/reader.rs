@@ -1,0 +1,260 @@
+//! Stream reads (through the index) and `$all` reads (straight through the segments).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::filter::EventFilter;
+use crate::record::{decode_event, parse_header, stream_of, type_of, FRAME_OVERHEAD};
+use crate::segment::{Cursor, Item, Step};
+use crate::types::{AllFrom, AllSlice, Direction, RecordedEvent, StreamFrom, StreamSlice};
+
+/// Block size for reads that jump between positions (stream reads).
+const RANDOM_CHUNK: usize = 64 * 1024;
+/// Block size for sequential `$all` reads.
+const SEQUENTIAL_CHUNK: usize = 1024 * 1024;
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn decode(item: &Item) -> Result<RecordedEvent> {
+    decode_event(&item.block, item.payload.clone(), item.position).map_err(|e| Error::Corruption {
+        file: "log".into(),
+        offset: item.position,
+        reason: format!(
+            "undecodable record at log position {}: {e:?}",
+            item.position
+        ),
+    })
+}
+
+impl Shared {
+    /// The event at a position known to hold one (from the index).
+    pub(crate) fn read_at(&self, cursor: &mut Cursor<'_>, position: u64) -> Result<RecordedEvent> {
+        match cursor.at(position)? {
+            Step::Record(item) => decode(&item),
+            Step::End => Err(Error::Corruption {
+                file: self.log.dir.clone(),
+                offset: position,
+                reason: format!(
+                    "the index points at log position {position}, past the end of the log"
+                ),
+            }),
+            Step::Bad(e) => Err(e.into_error()),
+        }
+    }
+
+    pub(crate) fn read_stream(
+        &self,
+        stream: &str,
+        from: StreamFrom,
+        direction: Direction,
+        max: usize,
+    ) -> Result<StreamSlice> {
+        let (last, first, max_age) = self.index.with_stream(stream, |st| {
+            let st = st.ok_or_else(|| Error::StreamNotFound {
+                stream: stream.into(),
+            })?;
+            if st.tombstoned {
+                return Err(Error::StreamDeleted {
+                    stream: stream.into(),
+                });
+            }
+            match st.last_revision {
+                Some(last) if st.has_visible() => Ok((
+                    last,
+                    st.first_visible(),
+                    st.metadata.as_ref().and_then(|m| m.max_age),
+                )),
+                _ => Err(Error::StreamNotFound {
+                    stream: stream.into(),
+                }),
+            }
+        })?;
+        let empty = |next| StreamSlice {
+            events: Vec::new(),
+            next_revision: next,
+            last_revision: last,
+        };
+        if max == 0 {
+            return Ok(empty(None));
+        }
+        let (lo, hi, next) = match direction {
+            Direction::Forwards => {
+                let start = match from {
+                    StreamFrom::Start => first,
+                    StreamFrom::End => return Ok(empty(None)),
+                    StreamFrom::Revision(r) => r.max(first),
+                };
+                if start > last {
+                    return Ok(empty(None));
+                }
+                let hi = last.min(start.saturating_add(max as u64 - 1));
+                (start, hi, (hi < last).then_some(hi + 1))
+            }
+            Direction::Backwards => {
+                let start = match from {
+                    StreamFrom::Start => first,
+                    StreamFrom::End => last,
+                    StreamFrom::Revision(r) => r.min(last),
+                };
+                if start < first {
+                    return Ok(empty(None));
+                }
+                let lo = first.max(start.saturating_sub(max as u64 - 1));
+                (lo, start, (lo > first).then(|| lo - 1))
+            }
+        };
+        let mut positions = self.index.positions(stream, lo, hi)?;
+        if direction == Direction::Backwards {
+            positions.reverse();
+        }
+        let oldest_ns = max_age.map(|age| now_ns().saturating_sub(age.as_nanos() as i64));
+        let mut cursor = Cursor::new(&self.log, self.log.committed_end(), RANDOM_CHUNK);
+        let mut events = Vec::with_capacity(positions.len());
+        for pos in positions {
+            let e = self.read_at(&mut cursor, pos)?;
+            if oldest_ns.is_some_and(|oldest| e.timestamp_ns < oldest) {
+                continue;
+            }
+            events.push(e);
+        }
+        Ok(StreamSlice {
+            events,
+            next_revision: next,
+            last_revision: last,
+        })
+    }
+
+    /// Reads `$all`. At most `max` events are returned and at most `max_scan` records are
+    /// examined, so a filtered read that finds nothing still returns promptly with a position
+    /// to continue from.
+    pub(crate) fn read_all(
+        &self,
+        from: AllFrom,
+        direction: Direction,
+        max: usize,
+        filter: Option<&EventFilter>,
+        max_scan: usize,
+    ) -> Result<AllSlice> {
+        let end = self.log.committed_end();
+        let start_of_log = self.log.segments().first().map_or(0, |s| s.base);
+        let mut pos = match (from, direction) {
+            (AllFrom::Start, _) => start_of_log,
+            (AllFrom::End, _) => end,
+            (AllFrom::Position(p), _) => p.clamp(start_of_log, end.max(start_of_log)),
+        };
+        let mut events = Vec::new();
+        let mut scanned = 0usize;
+        let mut cursor = Cursor::new(&self.log, end, SEQUENTIAL_CHUNK);
+        let user_position = matches!(from, AllFrom::Position(_));
+        let mut is_end = false;
+        while events.len() < max && scanned < max_scan {
+            let step = match direction {
+                Direction::Forwards if pos >= end => Step::End,
+                Direction::Forwards => cursor.at(pos)?,
+                Direction::Backwards if pos <= start_of_log => Step::End,
+                Direction::Backwards => cursor.before(pos)?,
+            };
+            let item = match step {
+                Step::Record(item) => item,
+                Step::End => {
+                    is_end = true;
+                    break;
+                }
+                Step::Bad(e) if scanned == 0 && user_position => {
+                    return Err(Error::InvalidPosition {
+                        position: e.position.max(pos),
+                    });
+                }
+                Step::Bad(e) => return Err(e.into_error()),
+            };
+            scanned += 1;
+            let frame_len = (item.payload.len() + FRAME_OVERHEAD) as u64;
+            let keep = match filter {
+                None => true,
+                Some(f) => {
+                    let p = &item.block[item.payload.clone()];
+                    let h = parse_header(p).map_err(|e| Error::Corruption {
+                        file: self.log.dir.clone(),
+                        offset: item.position,
+                        reason: format!(
+                            "undecodable record at log position {}: {e:?}",
+                            item.position
+                        ),
+                    })?;
+                    match (stream_of(p, &h), type_of(p, &h)) {
+                        (Ok(s), Ok(t)) => f.matches(s, t),
+                        _ => false,
+                    }
+                }
+            };
+            if keep {
+                events.push(decode(&item)?);
+            }
+            pos = match direction {
+                Direction::Forwards => item.position + frame_len,
+                Direction::Backwards => item.position,
+            };
+        }
+        if !is_end {
+            is_end = match direction {
+                Direction::Forwards => pos >= end,
+                Direction::Backwards => pos <= start_of_log,
+            };
+        }
+        Ok(AllSlice {
+            events,
+            next_position: pos,
+            is_end,
+            records_scanned: scanned,
+        })
+    }
+
+    pub(crate) fn verify(&self) -> Result<crate::engine::VerifyReport> {
+        let end = self.log.committed_end();
+        let segments = self.log.segments();
+        let mut pos = segments.first().map_or(0, |s| s.base);
+        let mut cursor = Cursor::new(&self.log, end, SEQUENTIAL_CHUNK);
+        let (mut records, mut open_append) = (0u64, None::<u64>);
+        while pos < end {
+            let item = match cursor.at(pos)? {
+                Step::Record(item) => item,
+                Step::End => break,
+                Step::Bad(e) => return Err(e.into_error()),
+            };
+            let h =
+                parse_header(&item.block[item.payload.clone()]).map_err(|e| Error::Corruption {
+                    file: self.log.dir.clone(),
+                    offset: item.position,
+                    reason: format!(
+                        "undecodable record at log position {}: {e:?}",
+                        item.position
+                    ),
+                })?;
+            open_append = if h.is_commit() {
+                None
+            } else {
+                open_append.or(Some(pos))
+            };
+            records += 1;
+            pos = item.position + (item.payload.len() + FRAME_OVERHEAD) as u64;
+        }
+        if let Some(start) = open_append {
+            return Err(Error::Corruption {
+                file: self.log.dir.clone(),
+                offset: start,
+                reason: format!("the append starting at log position {start} has no commit record"),
+            });
+        }
+        let start = segments.first().map_or(0, |s| s.base);
+        Ok(crate::engine::VerifyReport {
+            records,
+            bytes: end - start,
+            segments: segments.len(),
+        })
+    }
+}

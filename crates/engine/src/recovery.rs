@@ -1,0 +1,346 @@
+//! Opening a log: checking segment headers and continuity, re-indexing the log after the index
+//! checkpoint, and cutting a torn tail.
+//!
+//! The rule: only the end of the last segment can legitimately be damaged (a crash during a
+//! write). A bad record there, with no valid record anywhere after it, is a torn tail and is cut
+//! back to the end of the last complete append. Any other bad record is corruption: opening
+//! fails with the file and byte offset.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::index::{Effect, Entry, Index};
+use crate::io::Fs;
+use crate::metadata::{StreamMetadata, METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE};
+use crate::recent_ids::{RecentIds, Seen};
+use crate::record::{check_frame, parse_header, stream_of, type_of, EVENT_FIXED, FRAME_OVERHEAD};
+use crate::segment::{self, check_header, Cursor, Log, Segment, Step, HEADER_LEN};
+
+/// Block size for the recovery scan.
+const SCAN_CHUNK: usize = 4 * 1024 * 1024;
+/// Index entries applied per call while re-indexing.
+const APPLY_BATCH: usize = 64 * 1024;
+
+/// What opening the store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    /// Committed end of the log after recovery.
+    pub log_end: u64,
+    /// Position the index was complete up to when opened (0: rebuilt from scratch).
+    pub index_checkpoint: u64,
+    /// Events re-indexed from the log after the checkpoint.
+    pub reindexed_events: u64,
+    /// Bytes cut from the end of the last segment (a torn or incomplete final write).
+    pub truncated_bytes: u64,
+    /// True when the index was dropped because it was ahead of the log.
+    pub index_reset: bool,
+    pub duration: Duration,
+}
+
+pub(crate) struct Recovered {
+    pub log: Log,
+    pub active: Arc<Segment>,
+    pub recent: RecentIds,
+    pub report: RecoveryReport,
+}
+
+fn open_segments(
+    fs: &Arc<dyn Fs>,
+    dir: &std::path::Path,
+    durable: bool,
+) -> Result<Vec<Arc<Segment>>> {
+    fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut bases: Vec<u64> = fs
+        .list(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n))
+        .collect();
+    bases.sort_unstable();
+    let mut segments = Vec::with_capacity(bases.len());
+    for (i, base) in bases.iter().enumerate() {
+        let path = dir.join(segment::file_name(*base));
+        let file = fs.open(&path, false).map_err(|e| Error::io(&path, e))?;
+        let len = file.len().map_err(|e| Error::io(&path, e))?;
+        let mut header = vec![0u8; HEADER_LEN as usize];
+        let n = file
+            .read_full_at(&mut header, 0)
+            .map_err(|e| Error::io(&path, e))?;
+        header.truncate(n);
+        let is_last = i + 1 == bases.len();
+        match check_header(&header, &path) {
+            Ok(b) if b == *base => {}
+            Ok(b) => {
+                return Err(Error::Corruption {
+                    file: path,
+                    offset: 16,
+                    reason: format!(
+                        "header records base position {b} but the file name says {base}"
+                    ),
+                })
+            }
+            // A crash while creating the newest segment leaves a header-only file, possibly torn.
+            Err(_) if is_last && len <= HEADER_LEN => {
+                tracing::warn!(path = %path.display(), "rewriting the torn header of the newest segment");
+                file.set_len(0).map_err(|e| Error::io(&path, e))?;
+                file.write_all_at(&segment::encode_header(*base), 0)
+                    .map_err(|e| Error::io(&path, e))?;
+                if durable {
+                    file.sync_data().map_err(|e| Error::io(&path, e))?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let seg = Arc::new(Segment {
+            base: *base,
+            path,
+            file,
+        });
+        if let Some(prev) = segments.last() {
+            let prev: &Arc<Segment> = prev;
+            let prev_len = prev.file.len().map_err(|e| Error::io(&prev.path, e))?;
+            let prev_end = prev.base + prev_len.saturating_sub(HEADER_LEN);
+            if prev_end != seg.base {
+                return Err(Error::Corruption {
+                    file: seg.path.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "segment starts at log position {} but the previous segment ({}) ends at {prev_end}",
+                        seg.base,
+                        prev.path.display()
+                    ),
+                });
+            }
+        }
+        segments.push(seg);
+    }
+    Ok(segments)
+}
+
+/// Whether any valid frame starts in `[from, end)` of the segment: tells a torn tail (nothing
+/// valid after the damage) from corruption in the middle of written data.
+fn valid_frame_after(seg: &Segment, from: u64, end: u64) -> Result<Option<u64>> {
+    let len = (end - from) as usize;
+    let mut buf = vec![0u8; len];
+    let n = seg
+        .file
+        .read_full_at(&mut buf, seg.offset_of(from))
+        .map_err(|e| Error::io(&seg.path, e))?;
+    buf.truncate(n);
+    for i in 0..buf.len() {
+        let rest = &buf[i..];
+        if rest.len() < FRAME_OVERHEAD + EVENT_FIXED {
+            break;
+        }
+        if check_frame(rest).is_ok() {
+            return Ok(Some(from + i as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// Parses a record's index entry.
+fn entry_of(item: &segment::Item, log: &Log) -> Result<(Entry, uuid::Uuid, bool)> {
+    let p = &item.block[item.payload.clone()];
+    let bad = |r: String| Error::Corruption {
+        file: log.dir.clone(),
+        offset: item.position,
+        reason: format!("record at log position {}: {r}", item.position),
+    };
+    let h = parse_header(p).map_err(|e| bad(format!("{e:?}")))?;
+    let stream = stream_of(p, &h).map_err(|e| bad(format!("{e:?}")))?;
+    let event_type = type_of(p, &h).map_err(|e| bad(format!("{e:?}")))?;
+    let effect = if stream.starts_with("$$") {
+        match event_type {
+            METADATA_EVENT_TYPE => {
+                let data =
+                    crate::record::decode_event(&item.block, item.payload.clone(), item.position)
+                        .map_err(|e| bad(format!("{e:?}")))?
+                        .data;
+                let m = StreamMetadata::from_json(&data).map_err(bad)?;
+                Some(Effect::Metadata(Arc::new(m)))
+            }
+            TOMBSTONE_EVENT_TYPE => Some(Effect::Tombstone),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    Ok((
+        Entry {
+            stream: Arc::from(stream),
+            revision: h.revision,
+            position: item.position,
+            effect,
+        },
+        h.event_id,
+        h.is_commit(),
+    ))
+}
+
+pub(crate) fn recover(
+    fs: Arc<dyn Fs>,
+    log_dir: &std::path::Path,
+    index: &Index,
+    durable: bool,
+    window: usize,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    let mut segments = open_segments(&fs, log_dir, durable)?;
+    let log_dir = log_dir.to_owned();
+    if segments.is_empty() {
+        let log = Log::new(log_dir.clone(), fs.clone(), Vec::new(), 0);
+        log.create_segment(0, durable)?;
+        segments = log.segments();
+    }
+    let last = segments.last().expect("at least one segment").clone();
+    let last_len = last.file.len().map_err(|e| Error::io(&last.path, e))?;
+    let physical_end = last.base + last_len - HEADER_LEN;
+    let first_base = segments[0].base;
+    let log = Log::new(log_dir, fs, segments.clone(), physical_end);
+
+    let mut report = RecoveryReport {
+        segments: segments.len(),
+        index_checkpoint: index.checkpoint(),
+        ..Default::default()
+    };
+    if index.checkpoint() > physical_end {
+        tracing::warn!(
+            checkpoint = index.checkpoint(),
+            log_end = physical_end,
+            "the index is ahead of the log (the log lost unsynced data); rebuilding the index"
+        );
+        index.clear()?;
+        report.index_reset = true;
+        report.index_checkpoint = 0;
+    }
+    let mut pos = index.checkpoint().max(first_base);
+    let mut recent = RecentIds::new(window);
+    let mut append: Vec<(Entry, uuid::Uuid)> = Vec::new();
+    let mut ready: Vec<Entry> = Vec::with_capacity(APPLY_BATCH);
+    let mut complete_end = pos;
+    let mut cursor = Cursor::new(&log, physical_end, SCAN_CHUNK);
+    let mut damage: Option<segment::ScanError> = None;
+    loop {
+        match cursor.at(pos)? {
+            Step::End => break,
+            Step::Bad(e) => {
+                damage = Some(e);
+                break;
+            }
+            Step::Record(item) => {
+                let (entry, id, commit) = entry_of(&item, &log)?;
+                pos = item.position + (item.payload.len() + FRAME_OVERHEAD) as u64;
+                append.push((entry, id));
+                if commit {
+                    for (entry, id) in append.drain(..) {
+                        recent.insert(
+                            id,
+                            Seen {
+                                stream: entry.stream.clone(),
+                                revision: entry.revision,
+                                position: entry.position,
+                            },
+                        );
+                        ready.push(entry);
+                    }
+                    complete_end = pos;
+                    if ready.len() >= APPLY_BATCH {
+                        report.reindexed_events += ready.len() as u64;
+                        index.apply(&ready, complete_end);
+                        ready.clear();
+                    }
+                }
+            }
+        }
+    }
+    report.reindexed_events += ready.len() as u64;
+    index.apply(&ready, complete_end);
+    drop(ready);
+
+    if let Some(e) = damage {
+        // Damage is a torn tail only inside the last segment with nothing valid after it.
+        if e.position < last.base {
+            return Err(e.into_error());
+        }
+        if let Some(at) = valid_frame_after(&last, e.position + 1, physical_end)? {
+            return Err(Error::Corruption {
+                reason: format!(
+                    "{}; valid records follow at log position {at}, so this is not a torn write",
+                    e.reason()
+                ),
+                file: e.file,
+                offset: e.offset,
+            });
+        }
+    }
+    if complete_end < physical_end {
+        let cut = physical_end - complete_end;
+        tracing::warn!(
+            path = %last.path.display(),
+            offset = last.offset_of(complete_end),
+            bytes = cut,
+            "cutting a torn or incomplete write from the end of the log"
+        );
+        last.file
+            .set_len(last.offset_of(complete_end))
+            .map_err(|e| Error::io(&last.path, e))?;
+        if durable {
+            last.file
+                .sync_data()
+                .map_err(|e| Error::io(&last.path, e))?;
+        }
+        report.truncated_bytes = cut;
+    }
+    log.set_committed_end(complete_end);
+    report.log_end = complete_end;
+
+    // Metadata of streams loaded from sled: parse it from the log.
+    let mut meta_cursor = Cursor::new(&log, complete_end, 64 * 1024);
+    for (stream, position) in index.metadata_to_load() {
+        if let Step::Record(item) = meta_cursor.at(position)? {
+            if let (
+                Entry {
+                    effect: Some(Effect::Metadata(m)),
+                    ..
+                },
+                _,
+                _,
+            ) = entry_of(&item, &log)?
+            {
+                index.set_loaded_metadata(&stream, m);
+            }
+        }
+    }
+
+    // Refill the idempotency window from the events before the checkpoint.
+    let mut back = index.checkpoint().min(complete_end);
+    let mut back_cursor = Cursor::new(&log, complete_end, SCAN_CHUNK);
+    while !recent.is_full() && back > first_base {
+        match back_cursor.before(back)? {
+            Step::Record(item) => {
+                let (entry, id, _) = entry_of(&item, &log)?;
+                back = item.position;
+                recent.insert_older(
+                    id,
+                    Seen {
+                        stream: entry.stream,
+                        revision: entry.revision,
+                        position: entry.position,
+                    },
+                );
+            }
+            Step::End => break,
+            Step::Bad(e) => return Err(e.into_error()),
+        }
+    }
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        log,
+        active: last,
+        recent,
+        report,
+    })
+}

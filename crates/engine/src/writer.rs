@@ -1,0 +1,614 @@
+//! The single writer thread: checks expected revisions, encodes records, and group-commits.
+//!
+//! Requests queue on a channel. The writer takes the first, then everything else already
+//! waiting (up to a byte budget), checks each against the committed state plus the effects of
+//! the requests before it in the same batch, encodes them into one buffer, and issues one write
+//! and one fdatasync for the whole batch. Requests that arrive during that fsync form the next
+//! batch, so the batch size grows with the number of concurrent writers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::engine::{Durability, Shared};
+use crate::error::{Error, Result};
+use crate::index::{Effect, Entry};
+use crate::metadata::{metadata_stream, StreamMetadata, METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE};
+use crate::reader::now_ns;
+use crate::recent_ids::{RecentIds, Seen};
+use crate::record::{encode_event, EventRecord};
+use crate::segment::{Cursor, Segment};
+use crate::types::{AppendResult, ContentType, CurrentRevision, EventData, ExpectedRevision};
+
+/// Largest batch the writer builds before committing (a single larger append still goes alone).
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// A write for the writer thread. Arguments are validated before they get here.
+pub(crate) enum Op {
+    Append {
+        stream: String,
+        expected: ExpectedRevision,
+        /// Every event has an ID by now.
+        events: Vec<EventData>,
+    },
+    Delete {
+        stream: String,
+        expected: ExpectedRevision,
+    },
+    Tombstone {
+        stream: String,
+        expected: ExpectedRevision,
+    },
+    SetMetadata {
+        stream: String,
+        expected: ExpectedRevision,
+        metadata: StreamMetadata,
+    },
+}
+
+pub(crate) struct Request {
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<AppendResult>>,
+}
+
+/// What the batch so far has done to a stream.
+#[derive(Clone)]
+struct Pending {
+    last_revision: Option<u64>,
+    tombstoned: bool,
+    metadata: Option<Arc<StreamMetadata>>,
+}
+
+impl Pending {
+    fn has_visible(&self) -> bool {
+        let Some(last) = self.last_revision else {
+            return false;
+        };
+        let tb = self
+            .metadata
+            .as_ref()
+            .and_then(|m| m.truncate_before)
+            .unwrap_or(0);
+        tb <= last
+    }
+}
+
+/// An event planned into the batch.
+struct Planned {
+    stream: Arc<str>,
+    revision: u64,
+    position: u64,
+    event_id: Uuid,
+    effect: Option<Effect>,
+}
+
+enum Outcome {
+    /// Reply with this when the batch is durable.
+    Reply(oneshot::Sender<Result<AppendResult>>, Result<AppendResult>),
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Request>,
+    active: Arc<Segment>,
+    /// Logical end of the log: where the next record goes.
+    write_pos: u64,
+    recent: RecentIds,
+    // Per-batch state.
+    buf: Vec<u8>,
+    pending: HashMap<Arc<str>, Pending>,
+    batch_ids: HashSet<Uuid, std::hash::BuildHasherDefault<crate::recent_ids::UuidHasher>>,
+    planned: Vec<Planned>,
+    outcomes: Vec<Outcome>,
+    timestamp: i64,
+}
+
+/// Why a request could not be planned into the current batch.
+enum Plan {
+    Done,
+    /// Needs the batch before it committed first (it depends on data not yet durable).
+    Defer(Request),
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Request>,
+        active: Arc<Segment>,
+        write_pos: u64,
+        recent: RecentIds,
+    ) -> Self {
+        Writer {
+            shared,
+            rx,
+            active,
+            write_pos,
+            recent,
+            buf: Vec::with_capacity(1 << 20),
+            pending: HashMap::new(),
+            batch_ids: HashSet::default(),
+            planned: Vec::new(),
+            outcomes: Vec::new(),
+            timestamp: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut carried: Option<Request> = None;
+        loop {
+            let first = match carried.take() {
+                Some(r) => r,
+                None => match self.rx.blocking_recv() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            self.timestamp = now_ns();
+            if let Plan::Defer(r) = self.plan(first) {
+                // Cannot happen on an empty batch, but stay safe: reply rather than loop.
+                let _ = r.reply.send(Err(Error::invalid(
+                    "append",
+                    "internal: could not schedule request",
+                )));
+            }
+            while self.buf.len() < MAX_BATCH_BYTES {
+                let Ok(next) = self.rx.try_recv() else { break };
+                if let Plan::Defer(r) = self.plan(next) {
+                    carried = Some(r);
+                    break;
+                }
+            }
+            self.commit();
+        }
+    }
+
+    /// The state a request sees: this batch's effects, else the committed index.
+    fn state(&self, stream: &str) -> Pending {
+        if let Some(p) = self.pending.get(stream) {
+            return p.clone();
+        }
+        self.shared.index.with_stream(stream, |st| match st {
+            Some(st) => Pending {
+                last_revision: st.last_revision,
+                tombstoned: st.tombstoned,
+                metadata: st.metadata.clone(),
+            },
+            None => Pending {
+                last_revision: None,
+                tombstoned: false,
+                metadata: None,
+            },
+        })
+    }
+
+    fn expected_ok(expected: ExpectedRevision, st: &Pending) -> bool {
+        match expected {
+            ExpectedRevision::Any => true,
+            ExpectedRevision::NoStream => !st.has_visible(),
+            ExpectedRevision::StreamExists => st.has_visible(),
+            ExpectedRevision::Exact(n) => st.last_revision == Some(n),
+        }
+    }
+
+    fn wrong(stream: &str, expected: ExpectedRevision, st: &Pending) -> Error {
+        Error::WrongExpectedRevision {
+            stream: stream.into(),
+            expected,
+            actual: CurrentRevision::from_last(st.last_revision),
+        }
+    }
+
+    fn plan(&mut self, req: Request) -> Plan {
+        let Request { op, reply } = req;
+        let result = match op {
+            Op::Append {
+                stream,
+                expected,
+                events,
+            } => match self.plan_append(&stream, expected, &events) {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => {
+                    return Plan::Defer(Request {
+                        op: Op::Append {
+                            stream,
+                            expected,
+                            events,
+                        },
+                        reply,
+                    })
+                }
+                Err(e) => Err(e),
+            },
+            Op::Delete { stream, expected } => self.plan_system(&stream, expected, true, |st| {
+                let mut m = st.metadata.as_deref().cloned().unwrap_or_default();
+                m.truncate_before = Some(st.last_revision.map_or(0, |r| r + 1));
+                (METADATA_EVENT_TYPE, Some(m))
+            }),
+            Op::Tombstone { stream, expected } => {
+                self.plan_system(&stream, expected, true, |_| (TOMBSTONE_EVENT_TYPE, None))
+            }
+            Op::SetMetadata {
+                stream,
+                expected,
+                metadata,
+            } => self.plan_system(&stream, expected, false, move |_| {
+                (METADATA_EVENT_TYPE, Some(metadata))
+            }),
+        };
+        self.outcomes.push(Outcome::Reply(reply, result));
+        Plan::Done
+    }
+
+    /// Plans an append; `Ok(None)` means "defer to the next batch".
+    fn plan_append(
+        &mut self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: &[EventData],
+    ) -> Result<Option<AppendResult>> {
+        let st = self.state(stream);
+        if st.tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.into(),
+            });
+        }
+        let ids: Vec<Uuid> = events
+            .iter()
+            .map(|e| e.event_id.expect("IDs assigned before the writer"))
+            .collect();
+        if ids.iter().any(|id| self.batch_ids.contains(id)) {
+            // A retry racing its original inside one batch: decide after the original commits.
+            return Ok(None);
+        }
+        if let Some(replay) = self.idempotent_check(stream, expected, &st, &ids)? {
+            return Ok(Some(replay));
+        }
+        if !Self::expected_ok(expected, &st) {
+            return Err(Self::wrong(stream, expected, &st));
+        }
+        let stream: Arc<str> = Arc::from(stream);
+        let mut revision = st.last_revision.map_or(0, |r| r + 1);
+        let mut position = 0;
+        for (i, e) in events.iter().enumerate() {
+            position = self.write_pos + self.buf.len() as u64;
+            encode_event(
+                &mut self.buf,
+                &EventRecord {
+                    commit: i + 1 == events.len(),
+                    content_type: e.content_type,
+                    stream: &stream,
+                    event_type: &e.event_type,
+                    revision,
+                    timestamp_ns: self.timestamp,
+                    event_id: ids[i],
+                    data: &e.data,
+                    metadata: &e.metadata,
+                },
+            );
+            self.batch_ids.insert(ids[i]);
+            self.planned.push(Planned {
+                stream: stream.clone(),
+                revision,
+                position,
+                event_id: ids[i],
+                effect: None,
+            });
+            revision += 1;
+        }
+        let last = revision - 1;
+        self.pending.insert(
+            stream,
+            Pending {
+                last_revision: Some(last),
+                ..st
+            },
+        );
+        Ok(Some(AppendResult {
+            revision: last,
+            position,
+            idempotent_replay: false,
+        }))
+    }
+
+    /// Recognises a retry of an append already written. `Ok(None)`: not a retry.
+    ///
+    /// 1. IDs in the recent-ID window: all of them at consecutive revisions of this stream (and,
+    ///    for `Exact(n)`, starting at `n + 1`) is a retry; some but not all is a conflict.
+    /// 2. Otherwise, when an `Exact`/`NoStream` check fails, the events after the expected
+    ///    revision are compared with the append's IDs, whatever the window holds.
+    fn idempotent_check(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        st: &Pending,
+        ids: &[Uuid],
+    ) -> Result<Option<AppendResult>> {
+        let conflict = |id: Uuid, detail: String| Error::IdempotencyConflict {
+            stream: stream.into(),
+            event_id: id,
+            detail,
+        };
+        let seen: Vec<Option<&Seen>> = ids.iter().map(|id| self.recent.get(id)).collect();
+        if let Some(first_seen) = seen.iter().position(Option::is_some) {
+            let Some(first) = seen[0] else {
+                return Err(conflict(
+                    ids[first_seen],
+                    "was already written, but earlier events of the append were not".into(),
+                ));
+            };
+            if let ExpectedRevision::Exact(n) = expected {
+                if &*first.stream == stream && first.revision != n + 1 {
+                    return Err(conflict(
+                        ids[0],
+                        format!("was already written at revision {}, not after the expected revision {n}", first.revision),
+                    ));
+                }
+            }
+            for (i, s) in seen.iter().enumerate() {
+                let consistent = s.is_some_and(|s| {
+                    &*s.stream == stream && s.revision == first.revision + i as u64
+                });
+                if !consistent {
+                    let detail = match s {
+                        None => {
+                            "was never written, but earlier events of the append were".to_owned()
+                        }
+                        Some(s) => format!(
+                            "was already written to stream '{}' at revision {}",
+                            s.stream, s.revision
+                        ),
+                    };
+                    return Err(conflict(ids[i], detail));
+                }
+            }
+            let last = seen.last().and_then(|s| *s).expect("all seen");
+            return Ok(Some(AppendResult {
+                revision: last.revision,
+                position: last.position,
+                idempotent_replay: true,
+            }));
+        }
+        let start = match expected {
+            ExpectedRevision::Exact(n) => n + 1,
+            ExpectedRevision::NoStream => {
+                // Landed at 0, or after a soft delete at the truncate-before revision it set.
+                let tb = st
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.truncate_before)
+                    .unwrap_or(0);
+                let last = st.last_revision.unwrap_or(0);
+                if tb > 0 && tb <= last && self.event_id_at(stream, tb)? == Some(ids[0]) {
+                    tb
+                } else {
+                    0
+                }
+            }
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => return Ok(None),
+        };
+        let Some(last) = st.last_revision else {
+            return Ok(None);
+        };
+        if last < start || Self::expected_ok(expected, st) || self.pending.contains_key(stream) {
+            return Ok(None);
+        }
+        let to = last.min(start + ids.len() as u64 - 1);
+        let positions = self.shared.index.positions(stream, start, to)?;
+        let mut cursor = Cursor::new(&self.shared.log, self.shared.log.committed_end(), 64 * 1024);
+        for (i, (pos, id)) in positions.iter().zip(ids).enumerate() {
+            if self.shared.read_at(&mut cursor, *pos)?.event_id != *id {
+                if i == 0 {
+                    return Ok(None);
+                }
+                return Err(conflict(
+                    *id,
+                    format!(
+                        "is not at revision {} where the retried append would have put it (earlier events of the append are already there)",
+                        start + i as u64
+                    ),
+                ));
+            }
+        }
+        if positions.len() < ids.len() {
+            return Err(conflict(
+                ids[positions.len()],
+                "was never written, but the events before it in the append were".into(),
+            ));
+        }
+        Ok(Some(AppendResult {
+            revision: to,
+            position: *positions.last().expect("at least one event"),
+            idempotent_replay: true,
+        }))
+    }
+
+    /// The ID of the event at `revision` of `stream` (committed events only).
+    fn event_id_at(&self, stream: &str, revision: u64) -> Result<Option<Uuid>> {
+        let positions = self.shared.index.positions(stream, revision, revision)?;
+        let Some(pos) = positions.first() else {
+            return Ok(None);
+        };
+        let mut cursor = Cursor::new(&self.shared.log, self.shared.log.committed_end(), 4096);
+        Ok(Some(self.shared.read_at(&mut cursor, *pos)?.event_id))
+    }
+
+    /// Plans a write to `$$<stream>`: delete, tombstone or metadata. `check_target`: the expected
+    /// revision applies to the stream itself (delete, tombstone) rather than to `$$<stream>`.
+    fn plan_system(
+        &mut self,
+        stream: &str,
+        expected: ExpectedRevision,
+        check_target: bool,
+        make: impl FnOnce(&Pending) -> (&'static str, Option<StreamMetadata>),
+    ) -> Result<AppendResult> {
+        let target = self.state(stream);
+        if target.tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.into(),
+            });
+        }
+        let meta_name = metadata_stream(stream);
+        let meta_st = self.state(&meta_name);
+        let (checked, checked_name) = if check_target {
+            (&target, stream)
+        } else {
+            (&meta_st, meta_name.as_str())
+        };
+        if !Self::expected_ok(expected, checked) {
+            return Err(Self::wrong(checked_name, expected, checked));
+        }
+        let (event_type, metadata) = make(&target);
+        let data = metadata
+            .as_ref()
+            .map_or_else(|| b"{}".to_vec(), StreamMetadata::to_json);
+        let metadata = metadata.map(Arc::new);
+        let revision = meta_st.last_revision.map_or(0, |r| r + 1);
+        let position = self.write_pos + self.buf.len() as u64;
+        let event_id = Uuid::new_v4();
+        let meta_name: Arc<str> = Arc::from(meta_name);
+        encode_event(
+            &mut self.buf,
+            &EventRecord {
+                commit: true,
+                content_type: ContentType::Json,
+                stream: &meta_name,
+                event_type,
+                revision,
+                timestamp_ns: self.timestamp,
+                event_id,
+                data: &data,
+                metadata: &[],
+            },
+        );
+        let effect = match &metadata {
+            Some(m) => Effect::Metadata(m.clone()),
+            None => Effect::Tombstone,
+        };
+        self.planned.push(Planned {
+            stream: meta_name.clone(),
+            revision,
+            position,
+            event_id,
+            effect: Some(effect),
+        });
+        self.pending.insert(
+            meta_name,
+            Pending {
+                last_revision: Some(revision),
+                ..meta_st
+            },
+        );
+        let mut t = target;
+        match metadata {
+            Some(m) => t.metadata = Some(m),
+            None => t.tombstoned = true,
+        }
+        self.pending.insert(Arc::from(stream), t);
+        Ok(AppendResult {
+            revision,
+            position,
+            idempotent_replay: false,
+        })
+    }
+
+    /// Writes and syncs the batch, then publishes it and replies.
+    fn commit(&mut self) {
+        let outcomes = std::mem::take(&mut self.outcomes);
+        let planned = std::mem::take(&mut self.planned);
+        let planned_len = planned.len();
+        let requests_in_batch = outcomes.len();
+        self.pending.clear();
+        self.batch_ids.clear();
+        let result = if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.write_batch()
+        };
+        self.buf.clear();
+        match result {
+            Ok(()) => {
+                if !planned.is_empty() {
+                    let entries: Vec<Entry> = planned
+                        .iter()
+                        .map(|p| Entry {
+                            stream: p.stream.clone(),
+                            revision: p.revision,
+                            position: p.position,
+                            effect: p.effect.clone(),
+                        })
+                        .collect();
+                    self.shared.index.apply(&entries, self.write_pos);
+                    self.shared.log.set_committed_end(self.write_pos);
+                    for p in planned {
+                        self.recent.insert(
+                            p.event_id,
+                            Seen {
+                                stream: p.stream,
+                                revision: p.revision,
+                                position: p.position,
+                            },
+                        );
+                    }
+                    self.shared.publish_end(self.write_pos);
+                    self.shared
+                        .counters
+                        .record_batch(planned_len as u64, requests_in_batch as u64);
+                }
+                for Outcome::Reply(tx, r) in outcomes {
+                    let _ = tx.send(r);
+                }
+            }
+            Err(reason) => {
+                for Outcome::Reply(tx, r) in outcomes {
+                    let _ = tx.send(r.and(Err(Error::ReadOnly {
+                        reason: reason.clone(),
+                    })));
+                }
+            }
+        }
+    }
+
+    /// One write and (in durable mode) one fdatasync. On failure the store turns read-only.
+    fn write_batch(&mut self) -> std::result::Result<(), String> {
+        if let Some(reason) = self.shared.poisoned() {
+            return Err(reason);
+        }
+        let durable = self.shared.config.durability == Durability::Fsync;
+        let used = self.write_pos - self.active.base;
+        if used > 0 && used + self.buf.len() as u64 > self.shared.config.segment_size {
+            match self.shared.log.create_segment(self.write_pos, durable) {
+                Ok(seg) => {
+                    tracing::debug!(base = seg.base, path = %seg.path.display(), "rolled over to a new segment");
+                    self.active = seg;
+                }
+                Err(e) => {
+                    return Err(self
+                        .shared
+                        .poison(format!("creating a new segment failed: {e}")))
+                }
+            }
+        }
+        let offset = self.active.offset_of(self.write_pos);
+        let written = if durable {
+            self.active.file.write_all_at_durable(&self.buf, offset)
+        } else {
+            self.active.file.write_all_at(&self.buf, offset)
+        };
+        if let Err(e) = written {
+            let what = if durable {
+                "durable write (write + fdatasync)"
+            } else {
+                "write"
+            };
+            return Err(self.shared.poison(format!(
+                "{what} of {} bytes to {} at offset {offset} failed: {e}",
+                self.buf.len(),
+                self.active.path.display()
+            )));
+        }
+        self.write_pos += self.buf.len() as u64;
+        Ok(())
+    }
+}

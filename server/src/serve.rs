@@ -1,0 +1,238 @@
+//! `strata serve`: configuration, start-up, the gRPC server and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use strata_engine::{Config, Durability, Engine};
+use strata_proto::v1::{
+    server_server::ServerServer, streams_server::StreamsServer,
+    subscriptions_server::SubscriptionsServer,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+
+use crate::info::InfoService;
+use crate::streams::StreamsService;
+use crate::subscriptions::SubscriptionsService;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DurabilityArg {
+    /// Acknowledge an append after fdatasync (survives power loss).
+    Fsync,
+    /// Acknowledge after the write reaches the OS page cache (survives a process crash, not a
+    /// machine crash). For development.
+    NoSync,
+}
+
+/// Options of `strata serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory for the log and the index (created if missing).
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "./strata-data")]
+    pub data_dir: PathBuf,
+    /// Address for gRPC. Port 0 picks a free port; the bound address is logged.
+    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:2113")]
+    pub listen: SocketAddr,
+    /// When an append is acknowledged.
+    #[arg(long, env = "STRATA_DURABILITY", value_enum, default_value = "fsync")]
+    pub durability: DurabilityArg,
+    /// Size at which a log segment is closed and a new one started (e.g. 256MiB).
+    #[arg(long, env = "STRATA_SEGMENT_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub segment_size: u64,
+    /// Largest accepted append, all its events encoded (e.g. 1MiB).
+    #[arg(long, env = "STRATA_MAX_APPEND_SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_append_size: u64,
+    /// Memory for the index's page cache (e.g. 64MiB).
+    #[arg(long, env = "STRATA_INDEX_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub index_cache_size: u64,
+}
+
+/// Parses `1024`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB` as powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64KiB, 256MiB, 1GiB)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn signalled() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    if args.max_append_size == 0 || args.max_append_size > 64 * 1024 * 1024 {
+        return Err(format!(
+            "--max-append-size must be between 1 byte and 64MiB, got {}",
+            args.max_append_size
+        ));
+    }
+    if args.segment_size < 4096 {
+        return Err(format!(
+            "--segment-size must be at least 4KiB, got {}",
+            args.segment_size
+        ));
+    }
+    let mut config = Config::new(&args.data_dir);
+    config.durability = match args.durability {
+        DurabilityArg::Fsync => Durability::Fsync,
+        DurabilityArg::NoSync => Durability::NoSync,
+    };
+    config.segment_size = args.segment_size;
+    config.max_append_size = args.max_append_size as usize;
+    config.index_cache_bytes = args.index_cache_size;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+
+    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+    let engine = Arc::new(engine);
+    let r = engine.recovery_report().clone();
+    tracing::info!(
+        data_dir = %args.data_dir.display(),
+        durability = ?args.durability,
+        segments = r.segments,
+        log_end = r.log_end,
+        index_checkpoint = r.index_checkpoint,
+        reindexed_events = r.reindexed_events,
+        truncated_bytes = r.truncated_bytes,
+        recovery_ms = r.duration.as_millis() as u64,
+        "store recovered"
+    );
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection service: {e}"))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let streams = StreamsServer::new(StreamsService::new(engine.clone(), shutdown_rx.clone()))
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let subscriptions = SubscriptionsServer::new(SubscriptionsService::new(
+        engine.clone(),
+        shutdown_rx.clone(),
+    ));
+    let info = ServerServer::new(InfoService::new(engine.clone()));
+    for name in [
+        "",
+        "strata.v1.Streams",
+        "strata.v1.Subscriptions",
+        "strata.v1.Server",
+    ] {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+
+    let health_for_shutdown = health.clone();
+    let shutdown = async move {
+        signalled().await;
+        for name in [
+            "",
+            "strata.v1.Streams",
+            "strata.v1.Subscriptions",
+            "strata.v1.Server",
+        ] {
+            health_for_shutdown
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        // Subscriptions end with UNAVAILABLE; in-flight unary calls finish.
+        let _ = shutdown_tx.send(true);
+    };
+
+    tracing::info!(%addr, "listening on {addr}");
+    tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(streams)
+        .add_service(subscriptions)
+        .add_service(info)
+        .serve_with_incoming_shutdown(
+            // Small gRPC frames must not wait for Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(std::time::Duration::from_secs(60))),
+            shutdown,
+        )
+        .await
+        .map_err(|e| format!("gRPC server failed: {e}"))?;
+
+    tracing::info!("gRPC server stopped; closing the store");
+    // Reads and subscriptions still finishing hold the engine for a moment.
+    let mut engine = engine;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let engine = loop {
+        match Arc::try_unwrap(engine) {
+            Ok(e) => break e,
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                engine = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(_) => return Err("requests were still running 10 s after shutdown began; the store closes when they end".into()),
+        }
+    };
+    let stats = engine.stats();
+    tracing::info!(
+        batches = stats.batches_committed,
+        requests = stats.requests_committed,
+        events = stats.events_committed,
+        requests_per_batch =
+            stats.requests_committed as f64 / stats.batches_committed.max(1) as f64,
+        log_end = stats.log_end,
+        "write totals since start"
+    );
+    tokio::task::spawn_blocking(move || engine.close())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("closing the store failed: {e}"))?;
+    tracing::info!("store closed cleanly");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! The one mapping from engine errors to gRPC statuses. Every status carries a
+//! `strata.v1.ErrorDetail` in its details so clients can react without parsing messages.
+
+use prost::Message;
+use strata_engine::{CurrentRevision, Error};
+use strata_proto::v1::{self, error_detail::Kind};
+use tonic::{Code, Status};
+
+use crate::convert::expected_to_proto;
+
+fn with_detail(code: Code, message: String, kind: Kind) -> Status {
+    let detail = v1::ErrorDetail { kind: Some(kind) };
+    Status::with_details(code, message, detail.encode_to_vec().into())
+}
+
+/// An invalid request argument.
+pub fn invalid(field: &str, reason: impl Into<String>) -> Status {
+    let reason = reason.into();
+    with_detail(
+        Code::InvalidArgument,
+        format!("invalid {field}: {reason}"),
+        Kind::InvalidArgument(v1::InvalidArgument {
+            field: field.into(),
+            reason,
+        }),
+    )
+}
+
+/// The server is shutting down.
+pub fn shutting_down() -> Status {
+    let reason = "the server is shutting down".to_owned();
+    with_detail(
+        Code::Unavailable,
+        reason.clone(),
+        Kind::Unavailable(v1::Unavailable { reason }),
+    )
+}
+
+pub fn from_engine(e: Error) -> Status {
+    let message = e.to_string();
+    match e {
+        Error::WrongExpectedRevision {
+            stream,
+            expected,
+            actual,
+        } => with_detail(
+            Code::FailedPrecondition,
+            message,
+            Kind::WrongExpectedRevision(v1::WrongExpectedRevision {
+                stream,
+                expected: Some(expected_to_proto(expected)),
+                actual_revision: match actual {
+                    CurrentRevision::NoStream => None,
+                    CurrentRevision::Revision(r) => Some(r),
+                },
+            }),
+        ),
+        Error::StreamNotFound { stream } => with_detail(
+            Code::NotFound,
+            message,
+            Kind::StreamNotFound(v1::StreamNotFound { stream }),
+        ),
+        Error::StreamDeleted { stream } => with_detail(
+            Code::FailedPrecondition,
+            message,
+            Kind::StreamDeleted(v1::StreamDeleted { stream }),
+        ),
+        Error::InvalidArgument { field, reason } => with_detail(
+            Code::InvalidArgument,
+            message,
+            Kind::InvalidArgument(v1::InvalidArgument {
+                field: field.into(),
+                reason,
+            }),
+        ),
+        Error::ReservedStream { .. } => with_detail(
+            Code::InvalidArgument,
+            message.clone(),
+            Kind::InvalidArgument(v1::InvalidArgument {
+                field: "stream".into(),
+                reason: message,
+            }),
+        ),
+        Error::InvalidPosition { .. } => with_detail(
+            Code::InvalidArgument,
+            message.clone(),
+            Kind::InvalidArgument(v1::InvalidArgument {
+                field: "position".into(),
+                reason: message,
+            }),
+        ),
+        Error::AppendTooLarge { stream, size, max } => with_detail(
+            Code::ResourceExhausted,
+            message,
+            Kind::AppendTooLarge(v1::AppendTooLarge {
+                stream,
+                size: size as u64,
+                max_size: max as u64,
+            }),
+        ),
+        Error::IdempotencyConflict {
+            stream, event_id, ..
+        } => with_detail(
+            Code::AlreadyExists,
+            message,
+            Kind::IdempotencyConflict(v1::IdempotencyConflict {
+                stream,
+                event_id: event_id.to_string(),
+            }),
+        ),
+        Error::ReadOnly { .. } | Error::Closed => with_detail(
+            Code::Unavailable,
+            message.clone(),
+            Kind::Unavailable(v1::Unavailable { reason: message }),
+        ),
+        Error::Corruption { .. } => with_detail(
+            Code::DataLoss,
+            message.clone(),
+            Kind::Internal(v1::Internal { reason: message }),
+        ),
+        Error::Io { .. } | Error::Index { .. } | Error::Locked { .. } => with_detail(
+            Code::Internal,
+            message.clone(),
+            Kind::Internal(v1::Internal { reason: message }),
+        ),
+    }
+}

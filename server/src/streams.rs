@@ -1,0 +1,417 @@
+//! The `strata.v1.Streams` service.
+
+use std::sync::Arc;
+
+use prost::Message;
+use strata_engine::{AllFrom, Direction, Engine, EventFilter, StreamFrom};
+use strata_proto::v1::{self, read_request::From as ReadFrom, streams_server::Streams};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{
+    direction_from_proto, event_from_proto, event_to_proto, expected_from_proto, filter_from_proto,
+    metadata_from_proto, metadata_to_proto,
+};
+use crate::status::{from_engine, invalid, shutting_down};
+
+/// Appends of one session in flight at once; the server stops reading the session's requests
+/// until results free a slot.
+const SESSION_WINDOW: usize = 1024;
+/// Events per `ReadResponse` unless the request says otherwise.
+const DEFAULT_READ_BATCH: u32 = 500;
+const MAX_READ_BATCH: u32 = 10_000;
+/// Streams per `ListStreamsResponse`.
+const LIST_BATCH: usize = 1000;
+
+pub struct StreamsService {
+    engine: Arc<Engine>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl StreamsService {
+    pub fn new(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Self {
+        StreamsService { engine, shutdown }
+    }
+}
+
+/// One append, as the unary call and the session both run it.
+async fn append_one(engine: &Engine, r: v1::AppendRequest) -> Result<v1::AppendResponse, Status> {
+    let events = r
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| event_from_proto(i, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let res = engine
+        .append(&r.stream, expected_from_proto(r.expected), events)
+        .await
+        .map_err(from_engine)?;
+    Ok(v1::AppendResponse {
+        revision: res.revision,
+        position: res.position,
+        idempotent_replay: res.idempotent_replay,
+    })
+}
+
+/// The answer to Delete and Tombstone.
+fn deleted(
+    res: strata_engine::Result<strata_engine::AppendResult>,
+) -> Result<Response<v1::DeleteResponse>, Status> {
+    let res = res.map_err(from_engine)?;
+    Ok(Response::new(v1::DeleteResponse {
+        position: res.position,
+    }))
+}
+
+/// Where a read is, between pages.
+#[derive(Clone)]
+enum Cursor {
+    Stream {
+        name: String,
+        from: StreamFrom,
+    },
+    All {
+        from: AllFrom,
+        filter: Option<EventFilter>,
+    },
+}
+
+struct Page {
+    events: Vec<v1::RecordedEvent>,
+    next: Option<Cursor>,
+}
+
+fn read_page(
+    engine: &Engine,
+    cursor: Cursor,
+    direction: Direction,
+    max: usize,
+) -> Result<Page, strata_engine::Error> {
+    match cursor {
+        Cursor::Stream { name, from } => {
+            let slice = engine.read_stream(&name, from, direction, max)?;
+            let next = slice.next_revision.map(|r| Cursor::Stream {
+                name,
+                from: StreamFrom::Revision(r),
+            });
+            Ok(Page {
+                events: slice.events.into_iter().map(event_to_proto).collect(),
+                next,
+            })
+        }
+        Cursor::All { from, filter } => {
+            let slice = engine.read_all_scan(
+                from,
+                direction,
+                max,
+                filter.as_ref(),
+                max.saturating_mul(32),
+            )?;
+            let next = (!slice.is_end).then(|| Cursor::All {
+                from: AllFrom::Position(slice.next_position),
+                filter,
+            });
+            Ok(Page {
+                events: slice.events.into_iter().map(event_to_proto).collect(),
+                next,
+            })
+        }
+    }
+}
+
+async fn read_page_blocking(
+    engine: &Arc<Engine>,
+    cursor: Cursor,
+    direction: Direction,
+    max: usize,
+) -> Result<Page, Status> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || read_page(&engine, cursor, direction, max))
+        .await
+        .map_err(|e| Status::internal(format!("read task failed: {e}")))?
+        .map_err(from_engine)
+}
+
+#[tonic::async_trait]
+impl Streams for StreamsService {
+    async fn append(
+        &self,
+        request: Request<v1::AppendRequest>,
+    ) -> Result<Response<v1::AppendResponse>, Status> {
+        append_one(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendSessionStream = ReceiverStream<Result<v1::AppendSessionResponse, Status>>;
+
+    async fn append_session(
+        &self,
+        request: Request<Streaming<v1::AppendSessionRequest>>,
+    ) -> Result<Response<Self::AppendSessionStream>, Status> {
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(SESSION_WINDOW);
+        let engine = self.engine.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            // Each request runs as its own task so that appends from one session join the same
+            // group commits; the semaphore bounds how far reading runs ahead of results.
+            let window = Arc::new(Semaphore::new(SESSION_WINDOW));
+            loop {
+                let next = async {
+                    let permit = window.clone().acquire_owned().await.ok()?;
+                    Some((permit, requests.message().await))
+                };
+                let (permit, request) = tokio::select! {
+                    next = next => match next {
+                        Some(n) => n,
+                        None => return,
+                    },
+                    _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                        // Let the appends in flight finish and answer, then end the session.
+                        let _ = window.acquire_many(SESSION_WINDOW as u32).await;
+                        let _ = tx.send(Err(shutting_down())).await;
+                        return;
+                    }
+                };
+                let request = match request {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!(%status, "append session ended by the client");
+                        return;
+                    }
+                };
+                let engine = engine.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let correlation_id = request.correlation_id;
+                    let result = match request.append {
+                        None => Err(invalid("append", "each session request needs an append")),
+                        Some(append) => append_one(&engine, append).await,
+                    };
+                    let result = match result {
+                        Ok(r) => v1::append_session_response::Result::Success(r),
+                        Err(status) => {
+                            v1::append_session_response::Result::Error(v1::AppendError {
+                                code: status.code() as i32,
+                                message: status.message().to_owned(),
+                                detail: v1::ErrorDetail::decode(status.details()).ok(),
+                            })
+                        }
+                    };
+                    let _ = tx
+                        .send(Ok(v1::AppendSessionResponse {
+                            correlation_id,
+                            result: Some(result),
+                        }))
+                        .await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type ReadStream = ReceiverStream<Result<v1::ReadResponse, Status>>;
+
+    async fn read(
+        &self,
+        request: Request<v1::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let r = request.into_inner();
+        let direction = direction_from_proto(r.direction)?;
+        let batch = match r.batch_size {
+            0 => DEFAULT_READ_BATCH,
+            n => n.min(MAX_READ_BATCH),
+        } as u64;
+        let mut remaining = if r.max_count == 0 {
+            u64::MAX
+        } else {
+            r.max_count
+        };
+        let cursor = if r.stream == "$all" {
+            let from = match r.from {
+                None if direction == Direction::Forwards => AllFrom::Start,
+                None => AllFrom::End,
+                Some(ReadFrom::Start(_)) => AllFrom::Start,
+                Some(ReadFrom::End(_)) => AllFrom::End,
+                Some(ReadFrom::Position(p)) => AllFrom::Position(p),
+                Some(ReadFrom::Revision(_)) => {
+                    return Err(invalid(
+                        "from",
+                        "$all reads start from a position, not a revision",
+                    ))
+                }
+            };
+            let (filter, _) = filter_from_proto(r.filter)?;
+            Cursor::All { from, filter }
+        } else {
+            if r.filter.is_some() {
+                return Err(invalid("filter", "filters apply to $all reads only"));
+            }
+            let from = match r.from {
+                None if direction == Direction::Forwards => StreamFrom::Start,
+                None => StreamFrom::End,
+                Some(ReadFrom::Start(_)) => StreamFrom::Start,
+                Some(ReadFrom::End(_)) => StreamFrom::End,
+                Some(ReadFrom::Revision(n)) => StreamFrom::Revision(n),
+                Some(ReadFrom::Position(_)) => {
+                    return Err(invalid(
+                        "from",
+                        "stream reads start from a revision, not a position",
+                    ))
+                }
+            };
+            Cursor::Stream {
+                name: r.stream,
+                from,
+            }
+        };
+        // The first page is read before answering, so that "not found" and "deleted" are the
+        // status of the call rather than an error in the middle of the stream.
+        let first = read_page_blocking(
+            &self.engine,
+            cursor,
+            direction,
+            batch.min(remaining) as usize,
+        )
+        .await?;
+        let (tx, rx) = mpsc::channel(4);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let mut page = first;
+            loop {
+                // A filtered read may scan far without sending: stop when the client has left.
+                if tx.is_closed() {
+                    return;
+                }
+                remaining = remaining.saturating_sub(page.events.len() as u64);
+                if !page.events.is_empty()
+                    && tx
+                        .send(Ok(v1::ReadResponse {
+                            events: page.events,
+                        }))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                let Some(next) = page.next.filter(|_| remaining > 0) else {
+                    return;
+                };
+                page = match read_page_blocking(
+                    &engine,
+                    next,
+                    direction,
+                    batch.min(remaining) as usize,
+                )
+                .await
+                {
+                    Ok(p) => p,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let res = self
+            .engine
+            .delete_stream(&r.stream, expected_from_proto(r.expected))
+            .await;
+        deleted(res)
+    }
+
+    async fn tombstone(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let res = self
+            .engine
+            .tombstone_stream(&r.stream, expected_from_proto(r.expected))
+            .await;
+        deleted(res)
+    }
+
+    async fn get_stream_metadata(
+        &self,
+        request: Request<v1::GetStreamMetadataRequest>,
+    ) -> Result<Response<v1::GetStreamMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let (revision, metadata) = self
+            .engine
+            .get_stream_metadata(&r.stream)
+            .map_err(from_engine)?;
+        Ok(Response::new(v1::GetStreamMetadataResponse {
+            metadata_revision: revision,
+            metadata: Some(metadata_to_proto(metadata)),
+        }))
+    }
+
+    async fn set_stream_metadata(
+        &self,
+        request: Request<v1::SetStreamMetadataRequest>,
+    ) -> Result<Response<v1::SetStreamMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let metadata = metadata_from_proto(r.metadata)?;
+        let res = self
+            .engine
+            .set_stream_metadata(&r.stream, expected_from_proto(r.expected), metadata)
+            .await
+            .map_err(from_engine)?;
+        Ok(Response::new(v1::SetStreamMetadataResponse {
+            metadata_revision: res.revision,
+            position: res.position,
+        }))
+    }
+
+    type ListStreamsStream = ReceiverStream<Result<v1::ListStreamsResponse, Status>>;
+
+    async fn list_streams(
+        &self,
+        request: Request<v1::ListStreamsRequest>,
+    ) -> Result<Response<Self::ListStreamsStream>, Status> {
+        let r = request.into_inner();
+        let mut streams: Vec<v1::StreamInfo> = self
+            .engine
+            .list_streams()
+            .into_iter()
+            .filter(|s| {
+                s.name.starts_with(&r.prefix) && (r.include_system || !s.name.starts_with('$'))
+            })
+            .map(|s| v1::StreamInfo {
+                name: s.name,
+                last_revision: s.last_revision,
+                soft_deleted: s.soft_deleted,
+                tombstoned: s.tombstoned,
+            })
+            .collect();
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut it = streams.into_iter().peekable();
+            while it.peek().is_some() {
+                let chunk: Vec<_> = it.by_ref().take(LIST_BATCH).collect();
+                if tx
+                    .send(Ok(v1::ListStreamsResponse { streams: chunk }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

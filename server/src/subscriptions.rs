@@ -1,0 +1,302 @@
+//! The `strata.v1.Subscriptions` service: catch-up subscriptions.
+//!
+//! A subscription is a task that reads the log from storage, page by page, from its own
+//! position. When a read reaches the committed end it sends `caught_up` (once), then waits on
+//! the engine's change feed for the end to move and reads again. History and live events come
+//! from the same position-ordered reads, so nothing is skipped or repeated at the switch, and a
+//! slow subscriber only makes its own task wait on its bounded channel: the server never
+//! buffers more than a channel's worth of messages for it.
+
+use std::sync::Arc;
+
+use strata_engine::{AllFrom, Direction, Engine, Error, EventFilter, StreamFrom};
+use strata_proto::v1::{
+    self, subscribe_request::From as SubFrom, subscribe_response::Message,
+    subscriptions_server::Subscriptions,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::convert::{event_to_proto, filter_from_proto};
+use crate::status::{from_engine, invalid, shutting_down};
+
+/// Events read per storage read.
+const PAGE: usize = 500;
+/// Messages buffered per subscriber before its reader waits.
+const CHANNEL: usize = 256;
+/// Records examined between checkpoints of a filtered `$all` subscription, by default.
+const DEFAULT_CHECKPOINT_INTERVAL: u32 = 1000;
+
+pub struct SubscriptionsService {
+    engine: Arc<Engine>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl SubscriptionsService {
+    pub fn new(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Self {
+        SubscriptionsService { engine, shutdown }
+    }
+}
+
+type Tx = mpsc::Sender<Result<v1::SubscribeResponse, Status>>;
+
+fn msg(m: Message) -> Result<v1::SubscribeResponse, Status> {
+    Ok(v1::SubscribeResponse { message: Some(m) })
+}
+
+enum Target {
+    Stream {
+        name: String,
+        next: u64,
+    },
+    All {
+        position: u64,
+        filter: Option<EventFilter>,
+        interval: u32,
+    },
+}
+
+/// Why a subscription loop stopped.
+enum Stop {
+    ClientGone,
+    Status(Status),
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Stop> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Stop::Status(Status::internal(format!("read task failed: {e}"))))?
+        .map_err(|e| Stop::Status(from_engine(e)))
+}
+
+async fn send(tx: &Tx, m: Message) -> Result<(), Stop> {
+    tx.send(msg(m)).await.map_err(|_| Stop::ClientGone)
+}
+
+/// Runs one subscription until the client leaves, the server shuts down or an error ends it.
+async fn run(
+    engine: Arc<Engine>,
+    mut target: Target,
+    tx: Tx,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Stop> {
+    let mut end_rx = engine.watch_log_end();
+    let mut caught_up = false;
+    let mut since_checkpoint: u64 = 0;
+    loop {
+        // The committed end before reading: if the read reaches it, everything up to it was seen.
+        let end_before = *end_rx.borrow_and_update();
+        let at_end = match &mut target {
+            Target::Stream { name, next } => {
+                let (e, n, from) = (engine.clone(), name.clone(), *next);
+                let page = blocking(move || {
+                    match e.read_stream(&n, StreamFrom::Revision(from), Direction::Forwards, PAGE) {
+                        Err(Error::StreamNotFound { .. }) => Ok(None),
+                        other => other.map(Some),
+                    }
+                })
+                .await?;
+                match page {
+                    None => true,
+                    Some(slice) => {
+                        let full = slice.events.len() == PAGE;
+                        for ev in slice.events {
+                            *next = ev.revision + 1;
+                            send(&tx, Message::Event(event_to_proto(ev))).await?;
+                        }
+                        // Events hidden by max-age or truncation were skipped: move past them too.
+                        *next = (*next).max(slice.next_revision.unwrap_or(slice.last_revision + 1));
+                        !full && slice.next_revision.is_none()
+                    }
+                }
+            }
+            Target::All {
+                position,
+                filter,
+                interval,
+            } => {
+                let (e, f, from) = (engine.clone(), filter.clone(), *position);
+                // A filtered read examines at most one checkpoint interval of records, so a
+                // checkpoint can follow every read that found nothing.
+                let scan = if f.is_some() {
+                    (*interval as usize).clamp(1, PAGE * 32)
+                } else {
+                    PAGE
+                };
+                let slice = blocking(move || {
+                    e.read_all_scan(
+                        AllFrom::Position(from),
+                        Direction::Forwards,
+                        PAGE,
+                        f.as_ref(),
+                        scan,
+                    )
+                })
+                .await?;
+                for ev in slice.events {
+                    send(&tx, Message::Event(event_to_proto(ev))).await?;
+                }
+                *position = slice.next_position;
+                if filter.is_some() {
+                    since_checkpoint += slice.records_scanned as u64;
+                    if since_checkpoint >= u64::from(*interval) {
+                        since_checkpoint = 0;
+                        send(
+                            &tx,
+                            Message::Checkpoint(v1::Checkpoint {
+                                position: *position,
+                            }),
+                        )
+                        .await?;
+                    }
+                }
+                slice.is_end && *position >= end_before
+            }
+        };
+        if !at_end {
+            continue;
+        }
+        if !caught_up {
+            caught_up = true;
+            let position = match &target {
+                Target::Stream { next, .. } => *next,
+                Target::All { position, .. } => *position,
+            };
+            send(&tx, Message::CaughtUp(v1::CaughtUp { position })).await?;
+        }
+        // Live: wait for the log to move, the client to leave, or shutdown.
+        tokio::select! {
+            changed = end_rx.wait_for(|end| *end > end_before) => {
+                if changed.is_err() {
+                    return Err(Stop::Status(shutting_down()));
+                }
+            }
+            _ = tx.closed() => return Err(Stop::ClientGone),
+            _ = shutdown.wait_for(|s| *s) => return Err(Stop::Status(shutting_down())),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Subscriptions for SubscriptionsService {
+    type SubscribeStream = ReceiverStream<Result<v1::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        if *self.shutdown.borrow() {
+            return Err(shutting_down());
+        }
+        let r = request.into_inner();
+        let target = if r.stream == "$all" {
+            let (filter, interval) = filter_from_proto(r.filter)?;
+            let interval = if interval == 0 {
+                DEFAULT_CHECKPOINT_INTERVAL
+            } else {
+                interval
+            };
+            let position = match r.from {
+                None | Some(SubFrom::Start(_)) => 0,
+                Some(SubFrom::End(_)) => self.engine.log_end(),
+                Some(SubFrom::AfterPosition(p)) => {
+                    // The position after the record at p.
+                    let e = self.engine.clone();
+                    let slice = tokio::task::spawn_blocking(move || {
+                        e.read_all_scan(AllFrom::Position(p), Direction::Forwards, 1, None, 1)
+                    })
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(from_engine)?;
+                    slice.next_position
+                }
+                Some(SubFrom::FromPosition(p)) => {
+                    // Must be a record boundary (or the end): check by reading the record there.
+                    let e = self.engine.clone();
+                    tokio::task::spawn_blocking(move || {
+                        e.read_all_scan(AllFrom::Position(p), Direction::Forwards, 1, None, 1)
+                    })
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(from_engine)?;
+                    p.min(self.engine.log_end())
+                }
+                Some(SubFrom::AfterRevision(_)) => {
+                    return Err(invalid(
+                        "from",
+                        "$all subscriptions start after a position, not a revision",
+                    ))
+                }
+            };
+            Target::All {
+                position,
+                filter,
+                interval,
+            }
+        } else {
+            if r.filter.is_some() {
+                return Err(invalid(
+                    "filter",
+                    "filters apply to $all subscriptions only",
+                ));
+            }
+            if r.stream.is_empty() {
+                return Err(invalid("stream", "must not be empty"));
+            }
+            let next = match r.from {
+                None | Some(SubFrom::Start(_)) => 0,
+                Some(SubFrom::End(_)) => match self.engine.read_stream(
+                    &r.stream,
+                    StreamFrom::End,
+                    Direction::Backwards,
+                    1,
+                ) {
+                    Ok(s) => s.last_revision + 1,
+                    Err(Error::StreamNotFound { .. }) => 0,
+                    Err(e) => return Err(from_engine(e)),
+                },
+                Some(SubFrom::AfterRevision(n)) => n + 1,
+                Some(SubFrom::AfterPosition(_) | SubFrom::FromPosition(_)) => {
+                    return Err(invalid(
+                        "from",
+                        "stream subscriptions start after a revision, not a position",
+                    ))
+                }
+            };
+            if let Err(e @ Error::StreamDeleted { .. }) =
+                self.engine
+                    .read_stream(&r.stream, StreamFrom::Start, Direction::Forwards, 1)
+            {
+                return Err(from_engine(e));
+            }
+            Target::Stream {
+                name: r.stream,
+                next,
+            }
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let id = Uuid::new_v4().to_string();
+        tx.send(msg(Message::Confirmation(v1::Confirmation {
+            subscription_id: id.clone(),
+        })))
+        .await
+        .map_err(|_| Status::cancelled("client went away"))?;
+        let engine = self.engine.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tracing::debug!(subscription = %id, "subscription started");
+            match run(engine, target, tx.clone(), shutdown).await {
+                Ok(()) | Err(Stop::ClientGone) => {}
+                Err(Stop::Status(status)) => {
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+            tracing::debug!(subscription = %id, "subscription ended");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,243 @@
+//! Helpers shared by Strata's integration and crash tests: finding (or building) the `strata`
+//! binary and running it as a real server on an ephemeral port.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// A two-worker runtime for tests that drive the server from async code.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The payload the crash writers store for an event, derived from its ID so that a reader
+/// can check the bytes are intact.
+pub fn payload_for(stream: &str, id: Uuid) -> String {
+    format!(
+        "{{\"stream\":\"{stream}\",\"id\":\"{id}\",\"pad\":\"{}\"}}",
+        "x".repeat((id.as_u128() % 150) as usize)
+    )
+}
+
+/// The `strata` binary of this build profile, built on first use. A test crate cannot rely on
+/// `CARGO_BIN_EXE_strata` (the binary belongs to another package), so this runs
+/// `cargo build -p strata-server --bin strata` into the same target directory; when the binary
+/// is up to date that is a quick no-op.
+pub fn strata_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile directory")
+            .to_owned();
+        let target_dir = profile_dir.parent().expect("target directory").to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--locked",
+            "-p",
+            "strata-server",
+            "--bin",
+            "strata",
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the strata binary");
+        assert!(status.success(), "building the strata binary failed");
+        let bin = profile_dir.join("strata");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A runnable example of the client crate, built on first use like [`strata_bin`].
+pub fn client_example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let profile_dir = strata_bin().parent().expect("profile directory").to_owned();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--locked", "-p", "strata-client", "--examples"])
+            .env(
+                "CARGO_TARGET_DIR",
+                profile_dir.parent().expect("target directory"),
+            )
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("cargo build --examples").success(),
+            "building the client examples failed"
+        );
+    });
+    profile_dir.join("examples").join(name)
+}
+
+/// A running `strata serve` process.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    extra: Vec<String>,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts a server on `127.0.0.1:0` with `dir` as its data directory.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_on(dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a server listening on `listen`.
+    pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(strata_bin())
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", listen, "--log-format", "json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn strata serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on ") {
+                    let addr: String = line[at + 13..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "strata serve did not start; its log:\n{}",
+                    logs.lock().unwrap()
+                );
+            }
+        };
+        Server {
+            child: Some(child),
+            addr,
+            dir: dir.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            logs,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> strata_client::Client {
+        strata_client::Client::connect(self.url())
+            .await
+            .expect("connect to strata")
+    }
+
+    /// Runs `strata <args> --server <url>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(strata_bin())
+            .args(args)
+            .args(["--server", &self.url()])
+            .output()
+            .expect("run the strata CLI")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (e.g. SIGSTOP / SIGCONT to freeze and thaw the server).
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait (at most 30 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "strata did not exit within 30 s of SIGTERM; log:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory, address and options.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let next = Server::start_on(&self.dir, &self.addr.to_string(), &extra);
+        *self = next;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

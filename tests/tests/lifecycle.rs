@@ -1,0 +1,153 @@
+//! The server process: SIGTERM shuts down cleanly; SIGKILL under load loses no acknowledged
+//! append; a second server on the same data directory is refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use strata_client::{
+    Client, Error, EventData, ExpectedRevision as Exp, ReadOptions, SubscribeFrom,
+};
+use strata_tests::{payload_for, rt, strata_bin, Server};
+use uuid::Uuid;
+
+#[test]
+fn sigterm_ends_subscriptions_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let rt = rt();
+    let mut sub = rt.block_on(async {
+        let c = server.client().await;
+        for i in 0..100u64 {
+            c.append("s", Exp::Any, vec![EventData::json("E", &i).unwrap()])
+                .await
+                .unwrap();
+        }
+        let mut sub = c
+            .subscribe("$all", SubscribeFrom::Start, None)
+            .await
+            .unwrap();
+        for _ in 0..101 {
+            sub.next().await.unwrap().unwrap();
+        }
+        sub
+    });
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.logs());
+    assert!(server.logs().contains("store closed cleanly"));
+    rt.block_on(async {
+        let end = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap();
+        assert!(
+            matches!(end, Some(Err(Error::Unavailable(_))) | None),
+            "{end:?}"
+        );
+    });
+    // The restart finds a clean store: nothing to re-index, nothing cut.
+    server.restart();
+    let logs = server.logs();
+    assert!(
+        logs.contains("\"reindexed_events\":0") && logs.contains("\"truncated_bytes\":0"),
+        "{logs}"
+    );
+    rt.block_on(async {
+        let c = server.client().await;
+        let events: Vec<_> = c
+            .read_stream("s", ReadOptions::default())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 100);
+    });
+}
+
+/// Acknowledged (revision, event ID) pairs per stream.
+type Acks = HashMap<String, Vec<(u64, Uuid)>>;
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--segment-size", "256KiB"]);
+    let acked: Arc<Mutex<Acks>> = Arc::default();
+    let rt = rt();
+    for round in 0..3 {
+        let url = server.url();
+        let acks = acked.clone();
+        let writers = rt.spawn(async move {
+            let mut tasks = Vec::new();
+            for w in 0..16 {
+                let url = url.clone();
+                let acks = acks.clone();
+                tasks.push(tokio::spawn(async move {
+                    let c = Client::builder(url)
+                        .append_retries(0)
+                        .connect()
+                        .await
+                        .unwrap();
+                    let stream = format!("load-{w}");
+                    loop {
+                        let id = Uuid::new_v4();
+                        let e = EventData::json_bytes("Load", payload_for(&stream, id)).id(id);
+                        match c.append(&stream, Exp::Any, vec![e]).await {
+                            Ok(r) => acks
+                                .lock()
+                                .unwrap()
+                                .entry(stream.clone())
+                                .or_default()
+                                .push((r.revision, id)),
+                            Err(_) => return,
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(700 + 300 * round));
+        server.kill();
+        rt.block_on(writers).unwrap();
+        server.restart();
+        rt.block_on(async {
+            let c = server.client().await;
+            let acked = acked.lock().unwrap().clone();
+            assert!(
+                acked.values().map(Vec::len).sum::<usize>() > 100,
+                "too few appends acknowledged"
+            );
+            for (stream, acks) in acked {
+                let events: Vec<_> = c
+                    .read_stream(&stream, ReadOptions::default())
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                for (rev, id) in acks {
+                    let e = events
+                        .get(rev as usize)
+                        .unwrap_or_else(|| panic!("round {round}: {stream}@{rev} lost"));
+                    assert_eq!(e.id, id, "round {round}: {stream}@{rev} differs");
+                    assert_eq!(&e.data[..], payload_for(&stream, id).as_bytes());
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path(), &[]);
+    let o = std::process::Command::new(strata_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("locked by another process"));
+}
