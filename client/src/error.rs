@@ -29,6 +29,19 @@ pub enum Error {
     },
     #[error("append to '{stream}' partially overlaps events already written (event {event_id})")]
     IdempotencyConflict { stream: String, event_id: String },
+    #[error("persistent subscription group '{group}' on '{stream}' does not exist")]
+    GroupNotFound { stream: String, group: String },
+    #[error("persistent subscription group '{group}' on '{stream}' already exists")]
+    GroupExists { stream: String, group: String },
+    /// The group was deleted while this consumer was connected.
+    #[error("persistent subscription group '{group}' on '{stream}' was deleted")]
+    GroupDeleted { stream: String, group: String },
+    #[error("group '{group}' on '{stream}' already has its maximum of {max} consumers")]
+    MaxConsumersReached {
+        stream: String,
+        group: String,
+        max: u32,
+    },
     /// The server is shutting down, read-only, or unreachable.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -82,6 +95,31 @@ impl From<Status> for Error {
                     }
                 }
                 Some(Kind::Unavailable(u)) => return Error::Unavailable(u.reason),
+                Some(Kind::GroupNotFound(g)) => {
+                    return Error::GroupNotFound {
+                        stream: g.stream,
+                        group: g.group,
+                    }
+                }
+                Some(Kind::GroupExists(g)) => {
+                    return Error::GroupExists {
+                        stream: g.stream,
+                        group: g.group,
+                    }
+                }
+                Some(Kind::GroupDeleted(g)) => {
+                    return Error::GroupDeleted {
+                        stream: g.stream,
+                        group: g.group,
+                    }
+                }
+                Some(Kind::MaxConsumersReached(m)) => {
+                    return Error::MaxConsumersReached {
+                        stream: m.stream,
+                        group: m.group,
+                        max: m.max_consumers,
+                    }
+                }
                 Some(Kind::Internal(_)) | None => {}
             }
         }

@@ -15,6 +15,7 @@
 //! The client depends only on the generated `strata.v1` API and its own types.
 
 mod error;
+mod persistent;
 mod session;
 mod types;
 
@@ -32,6 +33,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 pub use error::{Error, Result};
+pub use persistent::{
+    ConsumerInfo, ConsumerStrategy, GroupConsumer, GroupEvent, GroupInfo, GroupMessage,
+    GroupSettings, GroupStart, GroupStatus, NackAction,
+};
 pub use types::{
     AppendResult, Direction, EventData, ExpectedRevision, Filter, ReadFrom, RecordedEvent,
     ServerInfo, StreamInfo, StreamMetadata, SubscribeFrom, SubscriptionMessage,

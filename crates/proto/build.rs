@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strata/v1/types.proto",
         "strata/v1/streams.proto",
         "strata/v1/subscriptions.proto",
+        "strata/v1/persistent.proto",
         "strata/v1/server.proto",
     ];
     for f in &files {

@@ -3,6 +3,7 @@
 mod cli;
 mod convert;
 mod info;
+mod persistent;
 mod serve;
 mod status;
 mod streams;

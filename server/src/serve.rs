@@ -6,17 +6,28 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use strata_engine::{Config, Durability, Engine};
+use strata_persistent::Groups;
 use strata_proto::v1::{
-    server_server::ServerServer, streams_server::StreamsServer,
-    subscriptions_server::SubscriptionsServer,
+    persistent_subscriptions_server::PersistentSubscriptionsServer, server_server::ServerServer,
+    streams_server::StreamsServer, subscriptions_server::SubscriptionsServer,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 use crate::info::InfoService;
+use crate::persistent::PersistentService;
 use crate::streams::StreamsService;
 use crate::subscriptions::SubscriptionsService;
+
+/// Services reported by `grpc.health.v1` ("" is the server as a whole).
+const SERVICES: [&str; 5] = [
+    "",
+    "strata.v1.Streams",
+    "strata.v1.Subscriptions",
+    "strata.v1.PersistentSubscriptions",
+    "strata.v1.Server",
+];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DurabilityArg {
@@ -144,12 +155,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         shutdown_rx.clone(),
     ));
     let info = ServerServer::new(InfoService::new(engine.clone()));
-    for name in [
-        "",
-        "strata.v1.Streams",
-        "strata.v1.Subscriptions",
-        "strata.v1.Server",
-    ] {
+    let groups = Groups::open(engine.clone())
+        .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?;
+    let persistent = PersistentSubscriptionsServer::new(PersistentService::new(
+        groups.clone(),
+        shutdown_rx.clone(),
+    ));
+    for name in SERVICES {
         health
             .set_service_status(name, ServingStatus::Serving)
             .await;
@@ -158,12 +170,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let health_for_shutdown = health.clone();
     let shutdown = async move {
         signalled().await;
-        for name in [
-            "",
-            "strata.v1.Streams",
-            "strata.v1.Subscriptions",
-            "strata.v1.Server",
-        ] {
+        for name in SERVICES {
             health_for_shutdown
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
@@ -179,6 +186,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .add_service(reflection)
         .add_service(streams)
         .add_service(subscriptions)
+        .add_service(persistent)
         .add_service(info)
         .serve_with_incoming_shutdown(
             // Small gRPC frames must not wait for Nagle's algorithm.
@@ -191,6 +199,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("gRPC server failed: {e}"))?;
 
     tracing::info!("gRPC server stopped; closing the store");
+    // Groups write their final checkpoints while the store is still open.
+    groups.shutdown().await;
+    drop(groups);
     // Reads and subscriptions still finishing hold the engine for a moment.
     let mut engine = engine;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -125,3 +125,52 @@ pub fn from_engine(e: Error) -> Status {
         ),
     }
 }
+
+/// Persistent-subscription errors; engine errors inside them map as above.
+pub fn from_persistent(e: strata_persistent::Error) -> Status {
+    use strata_persistent::Error as P;
+    let message = e.to_string();
+    match e {
+        P::Engine(e) => from_engine(e),
+        P::GroupNotFound { target, group } => with_detail(
+            Code::NotFound,
+            message,
+            Kind::GroupNotFound(v1::GroupNotFound {
+                stream: target,
+                group,
+            }),
+        ),
+        P::GroupExists { target, group } => with_detail(
+            Code::AlreadyExists,
+            message,
+            Kind::GroupExists(v1::GroupExists {
+                stream: target,
+                group,
+            }),
+        ),
+        P::GroupDeleted { target, group } => with_detail(
+            Code::Aborted,
+            message,
+            Kind::GroupDeleted(v1::GroupDeleted {
+                stream: target,
+                group,
+            }),
+        ),
+        P::MaxConsumers { target, group, max } => with_detail(
+            Code::FailedPrecondition,
+            message,
+            Kind::MaxConsumersReached(v1::MaxConsumersReached {
+                stream: target,
+                group,
+                max_consumers: max,
+            }),
+        ),
+        P::InvalidArgument { field, reason } => invalid(field, reason),
+        P::ShuttingDown => shutting_down(),
+        P::BadState { .. } => with_detail(
+            Code::Internal,
+            message.clone(),
+            Kind::Internal(v1::Internal { reason: message }),
+        ),
+    }
+}

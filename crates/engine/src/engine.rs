@@ -205,6 +205,17 @@ fn validate_user_stream(stream: &str) -> Result<()> {
     Ok(())
 }
 
+fn validate_system_stream(stream: &str) -> Result<()> {
+    validate_stream_name(stream)?;
+    if !stream.starts_with('$') || stream.starts_with("$$") {
+        return Err(Error::invalid(
+            "stream name",
+            format!("system streams start with a single '$', got {stream:?}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Opens the store in `config.dir`, creating it if needed, and recovers it (see
     /// [`RecoveryReport`]). Blocking.
@@ -335,13 +346,7 @@ impl Engine {
         expected: ExpectedRevision,
         events: Vec<EventData>,
     ) -> Result<AppendResult> {
-        validate_stream_name(stream)?;
-        if !stream.starts_with('$') || stream.starts_with("$$") {
-            return Err(Error::invalid(
-                "stream name",
-                format!("system streams start with a single '$', got {stream:?}"),
-            ));
-        }
+        validate_system_stream(stream)?;
         self.append_unchecked_name(stream, expected, events).await
     }
 
@@ -441,6 +446,27 @@ impl Engine {
         metadata: StreamMetadata,
     ) -> Result<AppendResult> {
         validate_user_stream(stream)?;
+        self.write_metadata(stream, expected, metadata).await
+    }
+
+    /// Like [`Engine::set_stream_metadata`] for a system stream (a single leading `$`), for
+    /// servers that keep their own system streams in the log and trim them.
+    pub async fn set_system_stream_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult> {
+        validate_system_stream(stream)?;
+        self.write_metadata(stream, expected, metadata).await
+    }
+
+    async fn write_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult> {
         metadata
             .validate()
             .map_err(|r| Error::invalid("metadata", r))?;

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::metadata::StreamMetadata;
@@ -125,6 +126,33 @@ fn be_u64(v: &[u8]) -> Option<u64> {
         .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
+/// How long to wait for a previous instance in this process to let go of sled's file lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens the sled database. The engine's own `LOCK` file already keeps other processes out,
+/// so a busy sled lock can only mean an engine in this process that was just dropped: sled
+/// finishes its background writes on its own threads and releases the lock when the last of
+/// them ends. Wait for that instead of failing the reopen.
+fn open_db(path: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+    let started = Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(1000))
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Index {
     /// Opens (or creates) the index at `path` and loads every stream's state.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Index> {
@@ -132,12 +160,7 @@ impl Index {
             path: path.to_owned(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(idx_err)?;
+        let db = open_db(path, cache_bytes).map_err(idx_err)?;
         let format = db
             .get(KEY_FORMAT)
             .map_err(idx_err)?

@@ -1,0 +1,957 @@
+//! The task that owns one group. It reads the group's source from storage into a bounded
+//! buffer, hands messages to consumers that have room, tracks what is in flight, retries on
+//! nack or timeout, parks after too many retries, and writes the checkpoint: the lowest
+//! sequence number (stream revision, or `$all` position) not yet settled. A message is settled
+//! when it is acked, skipped, or durably parked, so a checkpoint never passes an event that
+//! could still be lost.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_engine::{
+    AllFrom, Direction, Engine, Error as EngineError, EventFilter, RecordedEvent, StreamFrom,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::settings::{ConsumerStrategy, Settings, StartFrom, Target};
+use crate::store;
+
+/// What a consumer receives.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An event to process. `retry_count` is 0 on the first delivery.
+    Event {
+        event: RecordedEvent,
+        retry_count: u32,
+    },
+    /// Acks or nacks for IDs that are not in flight in this group (unknown, or already
+    /// settled); they changed nothing.
+    Rejected { event_ids: Vec<Uuid>, reason: String },
+}
+
+/// What a consumer asks for a message it could not process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NackAction {
+    /// Deliver it again (to any consumer) after `delay`, with a higher retry count; parked
+    /// instead once the retry count reaches the group's maximum.
+    Retry { delay: Duration },
+    /// Park it now.
+    Park,
+    /// Treat it as done.
+    Skip,
+    /// Disconnect this consumer; its in-flight messages go to the others.
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStatus {
+    /// No consumer is connected.
+    Idle,
+    /// Reading history: the buffer has not reached the log end.
+    CatchingUp,
+    /// Everything up to the log end has been read.
+    Live,
+    /// The group's stream was tombstoned: nothing more will come.
+    StreamDeleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerInfo {
+    pub id: u64,
+    pub name: String,
+    /// How many messages it may hold unacknowledged.
+    pub capacity: u32,
+    pub in_flight: u32,
+    pub acked: u64,
+    pub nacked: u64,
+    /// Acks per second over the last completed second.
+    pub ack_rate: f64,
+    pub connected_for: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupInfo {
+    pub target: Target,
+    pub group: String,
+    pub settings: Settings,
+    pub status: GroupStatus,
+    pub consumers: Vec<ConsumerInfo>,
+    /// The last durably written checkpoint (`None`: none yet).
+    pub last_checkpoint: Option<u64>,
+    /// Every event before this sequence number is settled (written at the next checkpoint).
+    pub settled_up_to: u64,
+    /// Sequence number of the newest delivered event.
+    pub last_delivered: Option<u64>,
+    /// Where the next storage read starts.
+    pub read_position: u64,
+    pub in_flight: u64,
+    /// Read and waiting for a consumer.
+    pub buffered: u64,
+    /// Waiting for redelivery (retries and replayed parked messages).
+    pub retry_queued: u64,
+    pub parked: u64,
+    /// Events between `settled_up_to` and the log end (filled in by the manager).
+    pub lag: u64,
+    /// True when counting the lag stopped at a limit: the lag is at least `lag`.
+    pub lag_is_lower_bound: bool,
+}
+
+pub(crate) enum StopReason {
+    Deleted,
+    Shutdown,
+}
+
+pub(crate) type ConsumerTx = mpsc::UnboundedSender<Result<Delivery>>;
+
+pub(crate) enum Command {
+    Join {
+        name: String,
+        capacity: u32,
+        tx: ConsumerTx,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Leave {
+        consumer: u64,
+    },
+    Ack {
+        consumer: u64,
+        ids: Vec<Uuid>,
+    },
+    Nack {
+        consumer: u64,
+        ids: Vec<Uuid>,
+        action: NackAction,
+        reason: String,
+    },
+    Update {
+        settings: Settings,
+    },
+    ReplayParked {
+        max: Option<u64>,
+        reply: oneshot::Sender<u64>,
+    },
+    Info {
+        reply: oneshot::Sender<GroupInfo>,
+    },
+    Stop {
+        reason: StopReason,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+const BUCKETS: usize = 1024;
+const TICK: Duration = Duration::from_millis(100);
+/// Storage reads per turn of the loop, so commands are served during a long catch-up.
+const READS_PER_TURN: usize = 8;
+/// Delay before retrying a park whose write failed.
+const PARK_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct Msg {
+    event: RecordedEvent,
+    /// Revision or position in the source; `None` for a replayed parked message.
+    seq: Option<u64>,
+    retry_count: u32,
+    /// The parked-stream revision this message was replayed from.
+    parked_rev: Option<u64>,
+    /// The reason given by the last nack (used when it ends up parked).
+    last_reason: Option<String>,
+}
+
+struct InFlight {
+    msg: Msg,
+    consumer: u64,
+    deadline: Option<Instant>,
+}
+
+struct ConsumerState {
+    id: u64,
+    name: String,
+    capacity: u32,
+    in_flight: u32,
+    tx: ConsumerTx,
+    acked: u64,
+    nacked: u64,
+    window_start: Instant,
+    window_acks: u64,
+    rate: f64,
+    connected_at: Instant,
+}
+
+pub(crate) struct Group {
+    engine: Arc<Engine>,
+    target: Target,
+    name: String,
+    incarnation: u64,
+    settings: Settings,
+    filter: Option<EventFilter>,
+    consumers: Vec<ConsumerState>,
+    next_consumer_id: u64,
+    rr: usize,
+    buckets: Vec<Option<u64>>,
+    buffer: VecDeque<Msg>,
+    retry: VecDeque<Msg>,
+    delayed: Vec<(Instant, Msg)>,
+    in_flight: HashMap<Uuid, InFlight>,
+    outstanding: BTreeSet<u64>,
+    next_read: u64,
+    at_end: bool,
+    read_failed: bool,
+    stream_deleted: bool,
+    written_checkpoint: Option<u64>,
+    settled_since_checkpoint: u64,
+    last_checkpoint_at: Instant,
+    last_delivered: Option<u64>,
+    parked_start: u64,
+    parked_end: u64,
+    replay_next: u64,
+    replay_until: u64,
+    replaying: BTreeSet<u64>,
+}
+
+impl Group {
+    /// Loads the group's checkpoint and parked range. `start` is the resolved start position
+    /// used when no checkpoint of this incarnation exists.
+    pub(crate) fn load(
+        engine: Arc<Engine>,
+        target: Target,
+        name: String,
+        incarnation: u64,
+        settings: Settings,
+    ) -> Result<Group> {
+        let checkpoint = store::read_checkpoint(&engine, &target, &name, incarnation)?;
+        let start = match settings.start_from {
+            StartFrom::Start => 0,
+            StartFrom::Revision(r) => r,
+            StartFrom::Position(p) => p,
+            // Resolved at creation; only a group stored by hand could hold it.
+            StartFrom::End => match &target {
+                Target::All => engine.log_end(),
+                Target::Stream(s) => {
+                    match engine.read_stream(s, StreamFrom::End, Direction::Backwards, 1) {
+                        Ok(slice) => slice.last_revision + 1,
+                        Err(_) => 0,
+                    }
+                }
+            },
+        };
+        let (parked_start, parked_end) = store::parked_range(&engine, &target, &name)?;
+        let filter = settings.filter.as_ref().map(|f| f.build()).transpose()?;
+        Ok(Group {
+            engine,
+            target,
+            name,
+            incarnation,
+            filter,
+            settings,
+            consumers: Vec::new(),
+            next_consumer_id: 1,
+            rr: 0,
+            buckets: vec![None; BUCKETS],
+            buffer: VecDeque::new(),
+            retry: VecDeque::new(),
+            delayed: Vec::new(),
+            in_flight: HashMap::new(),
+            outstanding: BTreeSet::new(),
+            next_read: checkpoint.unwrap_or(start),
+            at_end: false,
+            read_failed: false,
+            stream_deleted: false,
+            written_checkpoint: checkpoint,
+            settled_since_checkpoint: 0,
+            last_checkpoint_at: Instant::now(),
+            last_delivered: None,
+            parked_start,
+            parked_end,
+            replay_next: parked_start,
+            replay_until: parked_start,
+            replaying: BTreeSet::new(),
+        })
+    }
+
+    /// Runs until stopped or until every handle to the group is gone.
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut end_rx = self.engine.watch_log_end();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(e) = self.fill(&mut end_rx) {
+                tracing::error!(target_stream = %self.target, group = %self.name, error = %e,
+                    "persistent subscription read failed; retrying");
+                self.at_end = true;
+                self.read_failed = true;
+            }
+            self.dispatch();
+            self.maybe_checkpoint(false).await;
+            let can_read = (!self.at_end && (self.buffer.len() as u32) < self.settings.live_buffer_size)
+                || self.replay_pending();
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => match cmd {
+                    None => {
+                        self.stop(StopReason::Shutdown).await;
+                        return;
+                    }
+                    Some(Command::Stop { reason, reply }) => {
+                        self.stop(reason).await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.handle(cmd).await,
+                },
+                _ = tick.tick() => self.on_tick().await,
+                changed = end_rx.changed(), if self.at_end => {
+                    if changed.is_ok() {
+                        self.at_end = false;
+                    }
+                }
+                _ = std::future::ready(()), if can_read => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join {
+                name,
+                capacity,
+                tx,
+                reply,
+            } => {
+                let _ = reply.send(self.join(name, capacity, tx));
+            }
+            Command::Leave { consumer } => self.leave(consumer).await,
+            Command::Ack { consumer, ids } => {
+                let mut rejected = Vec::new();
+                for id in ids {
+                    match self.take(id, consumer) {
+                        Some(msg) => {
+                            self.count_ack(consumer);
+                            self.settle(&msg);
+                        }
+                        None => rejected.push(id),
+                    }
+                }
+                self.reject(consumer, rejected, "ack");
+                self.trim_parked().await;
+            }
+            Command::Nack {
+                consumer,
+                ids,
+                action,
+                reason,
+            } => {
+                let mut rejected = Vec::new();
+                for id in ids {
+                    let Some(mut msg) = self.take(id, consumer) else {
+                        rejected.push(id);
+                        continue;
+                    };
+                    if let Some(c) = self.consumer_mut(consumer) {
+                        c.nacked += 1;
+                    }
+                    msg.last_reason = Some(reason.clone()).filter(|r| !r.is_empty());
+                    match action {
+                        NackAction::Retry { delay } => self.retry_later(msg, delay).await,
+                        NackAction::Park => {
+                            let why = if reason.is_empty() {
+                                "parked by a consumer's nack".to_owned()
+                            } else {
+                                format!("parked by a consumer's nack: {reason}")
+                            };
+                            self.park(msg, &why).await;
+                        }
+                        NackAction::Skip => self.settle(&msg),
+                        NackAction::Stop => {
+                            // Back to the others without counting it as a failure.
+                            self.retry.push_front(msg);
+                        }
+                    }
+                }
+                self.reject(consumer, rejected, "nack");
+                if action == NackAction::Stop {
+                    // Dropping its sender ends the consumer's stream normally.
+                    self.leave(consumer).await;
+                }
+                self.trim_parked().await;
+            }
+            Command::Update { settings } => {
+                match settings.filter.as_ref().map(|f| f.build()).transpose() {
+                    Ok(filter) => self.filter = filter,
+                    Err(e) => tracing::error!(error = %e, "stored filter is invalid; keeping the old one"),
+                }
+                for c in &mut self.consumers {
+                    c.capacity = c.capacity.min(settings.max_in_flight_per_consumer);
+                }
+                if settings.strategy != self.settings.strategy {
+                    self.buckets.iter_mut().for_each(|b| *b = None);
+                }
+                self.settings = settings;
+            }
+            Command::ReplayParked { max, reply } => {
+                let from = self.replay_until.max(self.parked_start);
+                let available = self.parked_end.saturating_sub(from);
+                let n = max.map_or(available, |m| m.min(available));
+                self.replay_until = from + n;
+                self.replay_next = self.replay_next.max(self.parked_start);
+                let _ = reply.send(n);
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+            Command::Stop { .. } => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn join(&mut self, name: String, capacity: u32, tx: ConsumerTx) -> Result<u64> {
+        let max = self.settings.max_consumers;
+        if max > 0 && self.consumers.len() as u32 >= max {
+            return Err(Error::MaxConsumers {
+                target: self.target.to_string(),
+                group: self.name.clone(),
+                max,
+            });
+        }
+        if capacity == 0 {
+            return Err(Error::invalid(
+                "capacity",
+                "a consumer must be able to hold at least one message",
+            ));
+        }
+        let id = self.next_consumer_id;
+        self.next_consumer_id += 1;
+        let now = Instant::now();
+        self.consumers.push(ConsumerState {
+            id,
+            name,
+            capacity: capacity.min(self.settings.max_in_flight_per_consumer),
+            in_flight: 0,
+            tx,
+            acked: 0,
+            nacked: 0,
+            window_start: now,
+            window_acks: 0,
+            rate: 0.0,
+            connected_at: now,
+        });
+        Ok(id)
+    }
+
+    /// Removes a consumer; its in-flight messages are retried by the others.
+    async fn leave(&mut self, consumer: u64) {
+        let Some(i) = self.consumers.iter().position(|c| c.id == consumer) else {
+            return;
+        };
+        self.consumers.remove(i);
+        for b in self.buckets.iter_mut() {
+            if *b == Some(consumer) {
+                *b = None;
+            }
+        }
+        let mine: Vec<Uuid> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.consumer == consumer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in mine {
+            if let Some(f) = self.in_flight.remove(&id) {
+                self.retry_later(f.msg, Duration::ZERO).await;
+            }
+        }
+    }
+
+    fn consumer_mut(&mut self, id: u64) -> Option<&mut ConsumerState> {
+        self.consumers.iter_mut().find(|c| c.id == id)
+    }
+
+    /// Takes a message out of flight (or out of the retry queues, when it timed out and an
+    /// ack arrived late), for an ack or nack from `consumer`.
+    fn take(&mut self, id: Uuid, _consumer: u64) -> Option<Msg> {
+        if let Some(f) = self.in_flight.remove(&id) {
+            if let Some(c) = self.consumer_mut(f.consumer) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+            return Some(f.msg);
+        }
+        if let Some(i) = self.retry.iter().position(|m| m.event.event_id == id) {
+            return self.retry.remove(i);
+        }
+        if let Some(i) = self.delayed.iter().position(|(_, m)| m.event.event_id == id) {
+            return Some(self.delayed.swap_remove(i).1);
+        }
+        None
+    }
+
+    fn count_ack(&mut self, consumer: u64) {
+        if let Some(c) = self.consumer_mut(consumer) {
+            c.acked += 1;
+            c.window_acks += 1;
+        }
+    }
+
+    fn reject(&mut self, consumer: u64, ids: Vec<Uuid>, what: &str) {
+        if ids.is_empty() {
+            return;
+        }
+        let reason = format!(
+            "{what} for {} event ID(s) not in flight in group '{}' on '{}' (unknown, already settled, or timed out and redelivered elsewhere); ignored",
+            ids.len(),
+            self.name,
+            self.target
+        );
+        if let Some(c) = self.consumer_mut(consumer) {
+            let _ = c.tx.send(Ok(Delivery::Rejected {
+                event_ids: ids,
+                reason,
+            }));
+        }
+    }
+
+    fn settle(&mut self, msg: &Msg) {
+        if let Some(seq) = msg.seq {
+            if self.outstanding.remove(&seq) {
+                self.settled_since_checkpoint += 1;
+            }
+        }
+        if let Some(rev) = msg.parked_rev {
+            self.replaying.remove(&rev);
+        }
+    }
+
+    /// Redelivers after `delay` with a higher retry count, or parks once retries run out.
+    async fn retry_later(&mut self, mut msg: Msg, delay: Duration) {
+        if msg.retry_count >= self.settings.max_retry_count {
+            let mut why = format!(
+                "maximum retry count ({}) reached",
+                self.settings.max_retry_count
+            );
+            if let Some(r) = &msg.last_reason {
+                why.push_str(": ");
+                why.push_str(r);
+            }
+            self.park(msg, &why).await;
+            return;
+        }
+        msg.retry_count += 1;
+        if delay.is_zero() {
+            self.retry.push_back(msg);
+        } else {
+            self.delayed.push((Instant::now() + delay, msg));
+        }
+    }
+
+    /// Writes the message to the parked stream, then settles it. If the write fails the
+    /// message stays unsettled and is tried again later.
+    async fn park(&mut self, msg: Msg, reason: &str) {
+        match store::park(&self.engine, &self.target, &self.name, &msg.event, reason).await {
+            Ok(rev) => {
+                self.parked_end = self.parked_end.max(rev + 1);
+                tracing::info!(target_stream = %self.target, group = %self.name,
+                    event_id = %msg.event.event_id, reason, "message parked");
+                self.settle(&msg);
+            }
+            Err(e) => {
+                tracing::error!(target_stream = %self.target, group = %self.name, error = %e,
+                    "parking a message failed; it will be retried");
+                self.delayed.push((Instant::now() + PARK_RETRY, msg));
+            }
+        }
+    }
+
+    fn replay_pending(&self) -> bool {
+        self.replay_next < self.replay_until
+            && (self.retry.len() as u32) < self.settings.live_buffer_size
+    }
+
+    /// Reads from storage into the buffer (and parked messages into the retry queue).
+    fn fill(&mut self, end_rx: &mut watch::Receiver<u64>) -> Result<()> {
+        // Mark the current end as seen before reading: a commit after this wakes the loop.
+        end_rx.borrow_and_update();
+        let mut reads = 0;
+        while self.replay_pending() && reads < READS_PER_TURN {
+            reads += 1;
+            let room = self.settings.live_buffer_size as u64 - self.retry.len() as u64;
+            let n = room
+                .min(self.replay_until - self.replay_next)
+                .min(self.settings.read_batch_size as u64) as usize;
+            let from = self.replay_next.max(self.parked_start);
+            let parked = store::read_parked(&self.engine, &self.target, &self.name, from, n)?;
+            if parked.is_empty() {
+                self.replay_next = self.replay_until;
+                break;
+            }
+            for (rev, original) in parked {
+                self.replay_next = rev + 1;
+                if rev >= self.replay_until {
+                    self.replay_next = self.replay_until;
+                    break;
+                }
+                match original {
+                    Some(event) => {
+                        self.replaying.insert(rev);
+                        self.retry.push_back(Msg {
+                            event,
+                            seq: None,
+                            retry_count: 0,
+                            parked_rev: Some(rev),
+                            last_reason: None,
+                        });
+                    }
+                    None => tracing::warn!(target_stream = %self.target, group = %self.name,
+                        parked_revision = rev, "parked message points at an event that no longer exists; dropping it"),
+                }
+            }
+        }
+        while !self.at_end
+            && (self.buffer.len() as u32) < self.settings.live_buffer_size
+            && reads < READS_PER_TURN
+        {
+            reads += 1;
+            let room = self.settings.live_buffer_size as usize - self.buffer.len();
+            let n = room.min(self.settings.read_batch_size as usize);
+            match &self.target {
+                Target::Stream(stream) => {
+                    let slice = match self.engine.read_stream(
+                        stream,
+                        StreamFrom::Revision(self.next_read),
+                        Direction::Forwards,
+                        n,
+                    ) {
+                        Ok(s) => s,
+                        Err(EngineError::StreamNotFound { .. }) => {
+                            self.at_end = true;
+                            break;
+                        }
+                        Err(EngineError::StreamDeleted { .. }) => {
+                            self.stream_deleted = true;
+                            self.at_end = true;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    for event in slice.events {
+                        if event.revision < self.next_read {
+                            continue;
+                        }
+                        self.next_read = event.revision + 1;
+                        self.push_read(event.revision, event);
+                    }
+                    match slice.next_revision {
+                        Some(n) => self.next_read = self.next_read.max(n),
+                        None => {
+                            self.next_read = self.next_read.max(slice.last_revision + 1);
+                            self.at_end = true;
+                        }
+                    }
+                }
+                Target::All => {
+                    let slice = self.engine.read_all(
+                        AllFrom::Position(self.next_read),
+                        Direction::Forwards,
+                        n,
+                        self.filter.as_ref(),
+                    )?;
+                    for event in slice.events {
+                        // System streams (the groups' own checkpoints among them) are not
+                        // delivered to $all groups.
+                        if event.stream.starts_with('$') {
+                            continue;
+                        }
+                        self.push_read(event.position, event);
+                    }
+                    self.next_read = self.next_read.max(slice.next_position);
+                    self.at_end = slice.is_end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_read(&mut self, seq: u64, event: RecordedEvent) {
+        self.outstanding.insert(seq);
+        self.buffer.push_back(Msg {
+            event,
+            seq: Some(seq),
+            retry_count: 0,
+            parked_rev: None,
+            last_reason: None,
+        });
+    }
+
+    fn has_room(&self) -> bool {
+        self.consumers.iter().any(|c| c.in_flight < c.capacity)
+    }
+
+    /// The consumer (index) that should get a message of `stream`, if one has room.
+    fn pick(&mut self, stream: &str) -> Option<usize> {
+        let n = self.consumers.len();
+        match self.settings.strategy {
+            ConsumerStrategy::RoundRobin => {
+                for k in 0..n {
+                    let i = (self.rr + k) % n;
+                    if self.consumers[i].in_flight < self.consumers[i].capacity {
+                        self.rr = (i + 1) % n;
+                        return Some(i);
+                    }
+                }
+                None
+            }
+            ConsumerStrategy::DispatchToSingle => self
+                .consumers
+                .iter()
+                .position(|c| c.in_flight < c.capacity),
+            ConsumerStrategy::Pinned => {
+                let mut h = DefaultHasher::new();
+                stream.hash(&mut h);
+                let bucket = (h.finish() % BUCKETS as u64) as usize;
+                let owner = match self.buckets[bucket] {
+                    Some(id) => id,
+                    None => {
+                        // The consumer owning the fewest buckets takes this one.
+                        let id = self
+                            .consumers
+                            .iter()
+                            .min_by_key(|c| self.buckets.iter().filter(|b| **b == Some(c.id)).count())?
+                            .id;
+                        self.buckets[bucket] = Some(id);
+                        id
+                    }
+                };
+                let i = self.consumers.iter().position(|c| c.id == owner)?;
+                (self.consumers[i].in_flight < self.consumers[i].capacity).then_some(i)
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if self.consumers.is_empty() {
+            return;
+        }
+        let mut retry = std::mem::take(&mut self.retry);
+        self.dispatch_from(&mut retry);
+        // Anything pushed meanwhile (a failed send) goes first next time.
+        retry.extend(std::mem::take(&mut self.retry));
+        self.retry = retry;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        self.dispatch_from(&mut buffer);
+        self.buffer = buffer;
+    }
+
+    fn dispatch_from(&mut self, queue: &mut VecDeque<Msg>) {
+        let pinned = self.settings.strategy == ConsumerStrategy::Pinned;
+        let mut i = 0;
+        while i < queue.len() && self.has_room() {
+            let id = queue[i].event.event_id;
+            if self.in_flight.contains_key(&id) {
+                // The same event ID is already out (a duplicate ID in the log): wait for it.
+                i += 1;
+                continue;
+            }
+            let Some(ci) = self.pick(&queue[i].event.stream) else {
+                if pinned {
+                    i += 1;
+                    continue;
+                }
+                return;
+            };
+            let msg = queue.remove(i).expect("index checked");
+            let consumer = &mut self.consumers[ci];
+            let sent = consumer.tx.send(Ok(Delivery::Event {
+                event: msg.event.clone(),
+                retry_count: msg.retry_count,
+            }));
+            if sent.is_err() {
+                // The consumer went away; the message stays queued and the consumer is
+                // removed (its in-flight messages are retried) on the next Leave or tick.
+                consumer.capacity = 0;
+                queue.insert(i, msg);
+                continue;
+            }
+            consumer.in_flight += 1;
+            let deadline = self.settings.message_timeout().map(|t| Instant::now() + t);
+            if let Some(seq) = msg.seq {
+                self.last_delivered = Some(self.last_delivered.map_or(seq, |d| d.max(seq)));
+            }
+            let consumer = consumer.id;
+            self.in_flight.insert(
+                id,
+                InFlight {
+                    msg,
+                    consumer,
+                    deadline,
+                },
+            );
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        if std::mem::take(&mut self.read_failed) {
+            self.at_end = false;
+        }
+        // Consumers whose channel closed.
+        let gone: Vec<u64> = self
+            .consumers
+            .iter()
+            .filter(|c| c.tx.is_closed())
+            .map(|c| c.id)
+            .collect();
+        for id in gone {
+            self.leave(id).await;
+        }
+        // Timed-out messages.
+        let expired: Vec<Uuid> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(f) = self.in_flight.remove(&id) {
+                if let Some(c) = self.consumer_mut(f.consumer) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                }
+                let mut msg = f.msg;
+                msg.last_reason = Some("message timeout".into());
+                self.retry_later(msg, Duration::ZERO).await;
+            }
+        }
+        // Delayed retries that are due.
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].0 <= now {
+                let (_, msg) = self.delayed.swap_remove(i);
+                if msg.parked_rev.is_none() && msg.seq.is_some_and(|s| !self.outstanding.contains(&s)) {
+                    continue;
+                }
+                self.retry.push_back(msg);
+            } else {
+                i += 1;
+            }
+        }
+        for c in &mut self.consumers {
+            let elapsed = now.duration_since(c.window_start);
+            if elapsed >= Duration::from_secs(1) {
+                c.rate = c.window_acks as f64 / elapsed.as_secs_f64();
+                c.window_acks = 0;
+                c.window_start = now;
+            }
+        }
+        self.trim_parked().await;
+    }
+
+    fn settled_up_to(&self) -> u64 {
+        self.outstanding
+            .first()
+            .copied()
+            .unwrap_or(self.next_read)
+    }
+
+    async fn maybe_checkpoint(&mut self, force: bool) {
+        let cp = self.settled_up_to();
+        if self.written_checkpoint == Some(cp) {
+            return;
+        }
+        let due = self.settled_since_checkpoint >= self.settings.checkpoint_after_count as u64
+            || (self.settled_since_checkpoint > 0
+                && self.last_checkpoint_at.elapsed() >= self.settings.checkpoint_after());
+        if !(due || force) {
+            return;
+        }
+        match store::write_checkpoint(&self.engine, &self.target, &self.name, self.incarnation, cp)
+            .await
+        {
+            Ok(()) => {
+                self.written_checkpoint = Some(cp);
+                self.settled_since_checkpoint = 0;
+                self.last_checkpoint_at = Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!(target_stream = %self.target, group = %self.name, error = %e,
+                    "writing the checkpoint failed; will retry");
+                self.last_checkpoint_at = Instant::now();
+            }
+        }
+    }
+
+    /// Hides replayed parked messages that are settled.
+    async fn trim_parked(&mut self) {
+        let before = self
+            .replaying
+            .first()
+            .copied()
+            .unwrap_or(self.replay_next)
+            .min(self.replay_next);
+        if before <= self.parked_start {
+            return;
+        }
+        match store::trim_parked(&self.engine, &self.target, &self.name, before).await {
+            Ok(()) => self.parked_start = before,
+            Err(e) => tracing::warn!(target_stream = %self.target, group = %self.name, error = %e,
+                "trimming replayed parked messages failed; will retry"),
+        }
+    }
+
+    async fn stop(&mut self, reason: StopReason) {
+        if matches!(reason, StopReason::Shutdown) {
+            self.maybe_checkpoint(true).await;
+        }
+        for c in self.consumers.drain(..) {
+            let err = match reason {
+                StopReason::Deleted => Error::GroupDeleted {
+                    target: self.target.to_string(),
+                    group: self.name.clone(),
+                },
+                StopReason::Shutdown => Error::ShuttingDown,
+            };
+            let _ = c.tx.send(Err(err));
+        }
+    }
+
+    fn info(&self) -> GroupInfo {
+        let now = Instant::now();
+        GroupInfo {
+            target: self.target.clone(),
+            group: self.name.clone(),
+            settings: self.settings.clone(),
+            status: if self.stream_deleted {
+                GroupStatus::StreamDeleted
+            } else if self.consumers.is_empty() {
+                GroupStatus::Idle
+            } else if self.at_end {
+                GroupStatus::Live
+            } else {
+                GroupStatus::CatchingUp
+            },
+            consumers: self
+                .consumers
+                .iter()
+                .map(|c| ConsumerInfo {
+                    id: c.id,
+                    name: c.name.clone(),
+                    capacity: c.capacity,
+                    in_flight: c.in_flight,
+                    acked: c.acked,
+                    nacked: c.nacked,
+                    ack_rate: c.rate,
+                    connected_for: now.duration_since(c.connected_at),
+                })
+                .collect(),
+            last_checkpoint: self.written_checkpoint,
+            settled_up_to: self.settled_up_to(),
+            last_delivered: self.last_delivered,
+            read_position: self.next_read,
+            in_flight: self.in_flight.len() as u64,
+            buffered: self.buffer.len() as u64,
+            retry_queued: (self.retry.len() + self.delayed.len()) as u64,
+            parked: self.parked_end.saturating_sub(self.parked_start),
+            lag: 0,
+            lag_is_lower_bound: false,
+        }
+    }
+}

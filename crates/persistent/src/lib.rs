@@ -1,0 +1,27 @@
+//! Persistent subscriptions: consumer groups that the server coordinates. Each event of a
+//! group's source (one stream, or `$all` with a filter) goes to one of the group's consumers,
+//! which acknowledges it; failures are retried and finally parked for a human. Everything a
+//! group needs to survive a restart lives in the log, in system streams:
+//!
+//! - `$persistentSubscriptionConfig`: one event per create, update and delete of a group;
+//! - `$persistentsubscription-<stream>::<group>-checkpoint`: the group's checkpoint (every
+//!   event before it was acknowledged, skipped or parked);
+//! - `$persistentsubscription-<stream>::<group>-parked`: parked messages, each a pointer to
+//!   the original event plus the reason. Acknowledged replays are trimmed with `$tb`.
+//!
+//! Module map:
+//! - [`settings`]: a group's settings, their defaults and validation.
+//! - `store`: reading and writing the system streams above.
+//! - `group`: the task that owns one group: reading, dispatching, acks, retries, checkpoints.
+//! - [`manager`]: the registry of groups: create, update, delete, list, connect, replay.
+
+mod error;
+mod group;
+pub mod manager;
+pub mod settings;
+mod store;
+
+pub use error::{Error, Result};
+pub use group::{ConsumerInfo, Delivery, GroupInfo, GroupStatus, NackAction};
+pub use manager::{Consumer, Groups};
+pub use settings::{ConsumerStrategy, FilterSpec, Settings, SettingsPatch, StartFrom, Target};

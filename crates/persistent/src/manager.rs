@@ -1,0 +1,489 @@
+//! The registry of groups: one task per group (see `group`), created, changed and removed
+//! here, with every change written to the config stream first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use strata_engine::{AllFrom, Direction, Engine, Error as EngineError, StreamFrom};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::group::{Command, Delivery, Group, GroupInfo, NackAction, StopReason};
+use crate::settings::{validate_group_name, Settings, SettingsPatch, StartFrom, Target};
+use crate::store::{self, ConfigEvent, ConfigKind};
+
+/// Records examined, at most, when counting a `$all` group's lag.
+const LAG_SCAN_LIMIT: usize = 100_000;
+
+struct Handle {
+    settings: Settings,
+    tx: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Registry {
+    groups: HashMap<(Target, String), Handle>,
+    /// Last revision of the config stream, for the next write's expected revision.
+    config_last: Option<u64>,
+    closed: bool,
+}
+
+/// All persistent-subscription groups of one store.
+pub struct Groups {
+    engine: Arc<Engine>,
+    registry: Mutex<Registry>,
+}
+
+/// A connected consumer: the messages it receives, and its acks and nacks. Dropping it (or its
+/// [`ConsumerControl`]) disconnects it; its in-flight messages go to the other consumers.
+pub struct Consumer {
+    pub id: u64,
+    pub events: ConsumerEvents,
+    pub control: ConsumerControl,
+}
+
+/// The receiving half of a [`Consumer`].
+pub struct ConsumerEvents {
+    rx: mpsc::UnboundedReceiver<Result<Delivery>>,
+}
+
+impl ConsumerEvents {
+    /// The next message; `None` when the consumer was disconnected (after a `stop` nack).
+    /// An error ends the stream: the group was deleted or the server is shutting down.
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        self.rx.recv().await
+    }
+}
+
+/// The acking half of a [`Consumer`].
+pub struct ConsumerControl {
+    id: u64,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl ConsumerControl {
+    pub fn ack(&self, ids: Vec<Uuid>) {
+        let _ = self.tx.send(Command::Ack {
+            consumer: self.id,
+            ids,
+        });
+    }
+
+    pub fn nack(&self, ids: Vec<Uuid>, action: NackAction, reason: String) {
+        let _ = self.tx.send(Command::Nack {
+            consumer: self.id,
+            ids,
+            action,
+            reason,
+        });
+    }
+}
+
+impl Drop for ConsumerControl {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Leave { consumer: self.id });
+    }
+}
+
+fn not_found(target: &Target, group: &str) -> Error {
+    Error::GroupNotFound {
+        target: target.to_string(),
+        group: group.to_owned(),
+    }
+}
+
+fn validate_target(target: &Target) -> Result<()> {
+    if let Target::Stream(s) = target {
+        if s.is_empty() {
+            return Err(Error::invalid("stream", "must not be empty"));
+        }
+        if s.len() > strata_engine::MAX_STREAM_NAME {
+            return Err(Error::invalid(
+                "stream",
+                format!(
+                    "is {} bytes, over the limit of {}",
+                    s.len(),
+                    strata_engine::MAX_STREAM_NAME
+                ),
+            ));
+        }
+        if s.starts_with("$persistentsubscription-") || s == store::CONFIG_STREAM {
+            return Err(Error::invalid(
+                "stream",
+                "a group cannot consume the persistent subscriptions' own streams",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Groups {
+    /// Loads every group from the config stream and starts its task. Needs a tokio runtime.
+    pub fn open(engine: Arc<Engine>) -> Result<Arc<Groups>> {
+        let (stored, config_last) = store::load_groups(&engine)?;
+        let mut groups = HashMap::new();
+        for g in stored {
+            let handle = spawn(
+                engine.clone(),
+                g.target.clone(),
+                g.group.clone(),
+                g.incarnation,
+                g.settings,
+            )?;
+            groups.insert((g.target, g.group), handle);
+        }
+        if !groups.is_empty() {
+            tracing::info!(groups = groups.len(), "persistent subscription groups loaded");
+        }
+        Ok(Arc::new(Groups {
+            engine,
+            registry: Mutex::new(Registry {
+                groups,
+                config_last,
+                closed: false,
+            }),
+        }))
+    }
+
+    /// Creates a group. `StartFrom::End` is resolved now to a concrete revision or position.
+    pub async fn create(&self, target: Target, group: &str, mut settings: Settings) -> Result<()> {
+        validate_target(&target)?;
+        validate_group_name(&target, group)?;
+        settings.validate(&target)?;
+        settings.start_from = self.resolve_start(&target, settings.start_from)?;
+        let mut reg = self.registry.lock().await;
+        if reg.closed {
+            return Err(Error::ShuttingDown);
+        }
+        let key = (target.clone(), group.to_owned());
+        if reg.groups.contains_key(&key) {
+            return Err(Error::GroupExists {
+                target: target.to_string(),
+                group: group.to_owned(),
+            });
+        }
+        // Parked messages of an earlier group of the same name are not this group's.
+        let (start, end) = store::parked_range(&self.engine, &target, group)?;
+        if end > start {
+            store::trim_parked(&self.engine, &target, group, end).await?;
+        }
+        let change = ConfigEvent {
+            target: target.clone(),
+            group: group.to_owned(),
+            settings: Some(settings.clone()),
+        };
+        let (rev, incarnation) =
+            store::write_config(&self.engine, reg.config_last, ConfigKind::Created, &change)
+                .await?;
+        reg.config_last = Some(rev);
+        let handle = spawn(
+            self.engine.clone(),
+            target,
+            group.to_owned(),
+            incarnation,
+            settings,
+        )?;
+        reg.groups.insert(key, handle);
+        Ok(())
+    }
+
+    fn resolve_start(&self, target: &Target, start: StartFrom) -> Result<StartFrom> {
+        Ok(match (target, start) {
+            (Target::All, StartFrom::End) => StartFrom::Position(self.engine.log_end()),
+            (Target::Stream(s), StartFrom::End) => {
+                match self
+                    .engine
+                    .read_stream(s, StreamFrom::End, Direction::Backwards, 1)
+                {
+                    Ok(slice) => StartFrom::Revision(slice.last_revision + 1),
+                    Err(EngineError::StreamNotFound { .. }) => {
+                        // Never written, or soft-deleted: revisions continue after the last.
+                        let last = self
+                            .engine
+                            .list_streams()
+                            .into_iter()
+                            .find(|i| &i.name == s)
+                            .and_then(|i| i.last_revision);
+                        StartFrom::Revision(last.map_or(0, |l| l + 1))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (Target::All, StartFrom::Position(p)) => {
+                let end = self.engine.log_end();
+                if p > end {
+                    return Err(Error::invalid(
+                        "start_from",
+                        format!("position {p} is beyond the end of the log ({end})"),
+                    ));
+                }
+                if p < end {
+                    match self
+                        .engine
+                        .read_all(AllFrom::Position(p), Direction::Forwards, 1, None)
+                    {
+                        Ok(_) => {}
+                        Err(EngineError::InvalidPosition { .. }) => {
+                            return Err(Error::invalid(
+                                "start_from",
+                                format!("position {p} is not the start of an event in the log"),
+                            ))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                start
+            }
+            _ => start,
+        })
+    }
+
+    /// Changes a group's settings in place: its position, consumers and in-flight messages
+    /// are kept. Returns the new settings.
+    pub async fn update(
+        &self,
+        target: &Target,
+        group: &str,
+        patch: &SettingsPatch,
+    ) -> Result<Settings> {
+        let mut reg = self.registry.lock().await;
+        let key = (target.clone(), group.to_owned());
+        let current = reg
+            .groups
+            .get(&key)
+            .ok_or_else(|| not_found(target, group))?
+            .settings
+            .clone();
+        let new = patch.apply(&current);
+        new.validate(target)?;
+        let change = ConfigEvent {
+            target: target.clone(),
+            group: group.to_owned(),
+            settings: Some(new.clone()),
+        };
+        let (rev, _) =
+            store::write_config(&self.engine, reg.config_last, ConfigKind::Updated, &change)
+                .await?;
+        reg.config_last = Some(rev);
+        let handle = reg.groups.get_mut(&key).expect("checked above");
+        handle.settings = new.clone();
+        let _ = handle.tx.send(Command::Update {
+            settings: new.clone(),
+        });
+        Ok(new)
+    }
+
+    /// Deletes a group: its consumers are disconnected with [`Error::GroupDeleted`], and its
+    /// parked messages are dropped.
+    pub async fn delete(&self, target: &Target, group: &str) -> Result<()> {
+        let mut reg = self.registry.lock().await;
+        let key = (target.clone(), group.to_owned());
+        if !reg.groups.contains_key(&key) {
+            return Err(not_found(target, group));
+        }
+        let change = ConfigEvent {
+            target: target.clone(),
+            group: group.to_owned(),
+            settings: None,
+        };
+        let (rev, _) =
+            store::write_config(&self.engine, reg.config_last, ConfigKind::Deleted, &change)
+                .await?;
+        reg.config_last = Some(rev);
+        let handle = reg.groups.remove(&key).expect("checked above");
+        stop(handle, StopReason::Deleted).await;
+        let (start, end) = store::parked_range(&self.engine, target, group)?;
+        if end > start {
+            store::trim_parked(&self.engine, target, group, end).await?;
+        }
+        Ok(())
+    }
+
+    /// Connects a consumer that can hold `capacity` unacknowledged messages (capped by the
+    /// group's `max_in_flight_per_consumer`).
+    pub async fn connect(
+        &self,
+        target: &Target,
+        group: &str,
+        name: &str,
+        capacity: u32,
+    ) -> Result<Consumer> {
+        let tx = {
+            let reg = self.registry.lock().await;
+            if reg.closed {
+                return Err(Error::ShuttingDown);
+            }
+            reg.groups
+                .get(&(target.clone(), group.to_owned()))
+                .ok_or_else(|| not_found(target, group))?
+                .tx
+                .clone()
+        };
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (reply, rx) = oneshot::channel();
+        tx.send(Command::Join {
+            name: name.to_owned(),
+            capacity,
+            tx: events_tx,
+            reply,
+        })
+        .map_err(|_| not_found(target, group))?;
+        let id = rx.await.map_err(|_| not_found(target, group))??;
+        Ok(Consumer {
+            id,
+            events: ConsumerEvents { rx: events_rx },
+            control: ConsumerControl { id, tx },
+        })
+    }
+
+    /// Queues parked messages for redelivery (at most `max`); returns how many.
+    pub async fn replay_parked(
+        &self,
+        target: &Target,
+        group: &str,
+        max: Option<u64>,
+    ) -> Result<u64> {
+        let tx = self.sender(target, group).await?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Command::ReplayParked { max, reply })
+            .map_err(|_| not_found(target, group))?;
+        rx.await.map_err(|_| not_found(target, group))
+    }
+
+    /// A group's state, with its lag counted.
+    pub async fn info(&self, target: &Target, group: &str) -> Result<GroupInfo> {
+        let tx = self.sender(target, group).await?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Command::Info { reply })
+            .map_err(|_| not_found(target, group))?;
+        let info = rx.await.map_err(|_| not_found(target, group))?;
+        self.with_lag(info).await
+    }
+
+    /// Every group (of one target, if given), sorted by target and name.
+    pub async fn list(&self, target: Option<&Target>) -> Result<Vec<GroupInfo>> {
+        let senders: Vec<_> = {
+            let reg = self.registry.lock().await;
+            reg.groups
+                .iter()
+                .filter(|((t, _), _)| target.is_none_or(|want| want == t))
+                .map(|(_, h)| h.tx.clone())
+                .collect()
+        };
+        let mut out = Vec::with_capacity(senders.len());
+        for tx in senders {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Command::Info { reply }).is_err() {
+                continue;
+            }
+            if let Ok(info) = rx.await {
+                out.push(self.with_lag(info).await?);
+            }
+        }
+        out.sort_by(|a, b| (a.target.name(), &a.group).cmp(&(b.target.name(), &b.group)));
+        Ok(out)
+    }
+
+    async fn sender(&self, target: &Target, group: &str) -> Result<mpsc::UnboundedSender<Command>> {
+        let reg = self.registry.lock().await;
+        Ok(reg
+            .groups
+            .get(&(target.clone(), group.to_owned()))
+            .ok_or_else(|| not_found(target, group))?
+            .tx
+            .clone())
+    }
+
+    async fn with_lag(&self, mut info: GroupInfo) -> Result<GroupInfo> {
+        let engine = self.engine.clone();
+        let from = info.settled_up_to;
+        let target = info.target.clone();
+        let filter = info
+            .settings
+            .filter
+            .as_ref()
+            .map(|f| f.build())
+            .transpose()?;
+        let (lag, capped) = tokio::task::spawn_blocking(move || -> Result<(u64, bool)> {
+            match &target {
+                Target::Stream(s) => {
+                    match engine.read_stream(s, StreamFrom::End, Direction::Backwards, 1) {
+                        Ok(slice) => Ok(((slice.last_revision + 1).saturating_sub(from), false)),
+                        Err(EngineError::StreamNotFound { .. })
+                        | Err(EngineError::StreamDeleted { .. }) => Ok((0, false)),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                Target::All => {
+                    let mut pos = from;
+                    let mut count = 0u64;
+                    let mut scanned = 0usize;
+                    loop {
+                        let slice = engine.read_all_scan(
+                            AllFrom::Position(pos),
+                            Direction::Forwards,
+                            10_000,
+                            filter.as_ref(),
+                            10_000,
+                        )?;
+                        count += slice
+                            .events
+                            .iter()
+                            .filter(|e| !e.stream.starts_with('$'))
+                            .count() as u64;
+                        scanned += slice.records_scanned;
+                        pos = slice.next_position;
+                        if slice.is_end {
+                            return Ok((count, false));
+                        }
+                        if scanned >= LAG_SCAN_LIMIT {
+                            return Ok((count, true));
+                        }
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::BadState {
+            stream: info.target.to_string(),
+            reason: format!("lag count failed: {e}"),
+        })??;
+        info.lag = lag;
+        info.lag_is_lower_bound = capped;
+        Ok(info)
+    }
+
+    /// Stops every group, writing final checkpoints; consumers get [`Error::ShuttingDown`].
+    pub async fn shutdown(&self) {
+        let handles: Vec<Handle> = {
+            let mut reg = self.registry.lock().await;
+            reg.closed = true;
+            reg.groups.drain().map(|(_, h)| h).collect()
+        };
+        for h in handles {
+            stop(h, StopReason::Shutdown).await;
+        }
+    }
+}
+
+async fn stop(handle: Handle, reason: StopReason) {
+    let (reply, rx) = oneshot::channel();
+    if handle.tx.send(Command::Stop { reason, reply }).is_ok() {
+        let _ = rx.await;
+    }
+    let _ = handle.task.await;
+}
+
+fn spawn(
+    engine: Arc<Engine>,
+    target: Target,
+    group: String,
+    incarnation: u64,
+    settings: Settings,
+) -> Result<Handle> {
+    let g = Group::load(engine, target, group, incarnation, settings.clone())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(g.run(rx));
+    Ok(Handle { settings, tx, task })
+}

@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# End-to-end test of the Docker image, needing no registry:
+#
+#   1. build the release binary on the host (unless STRATA_BIN names one) and package it
+#      into docker/Dockerfile's runtime stage on a locally made Debian base image;
+#   2. run it on a named volume; append and read through the host CLI;
+#   3. `docker stop` while appends run: exit code 0 within the grace period, "store
+#      closed cleanly" logged; start it again and find every acknowledged append;
+#   4. `docker kill` while appends run; start a new container on the same volume and
+#      find every acknowledged append; `strata verify` the log once it is stopped.
+#
+# Skips (exit 0) when no Docker daemon is reachable. Environment:
+#   STRATA_BIN          a prebuilt strata binary (otherwise: cargo build --release --locked -p strata-server)
+#   RUNTIME_BASE        runtime base image (otherwise docker/base-image.sh makes one, cached)
+#   STRATA_TEST_GRACE   docker stop grace period in seconds (default 30)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
+  echo "docker/test.sh: SKIPPED: no Docker daemon reachable (docker info failed)"
+  exit 0
+fi
+
+t_start=$SECONDS
+grace=${STRATA_TEST_GRACE:-30}
+writers=4          # concurrent appender processes
+load_seconds=3     # how long appends run before each stop/kill
+run_id=strata-dt-$$
+image=strata-test:$$
+volume=$run_id-data
+work=$(mktemp -d /tmp/strata-docker-test.XXXXXX)
+containers=()
+writer_pids=()
+passed=0
+
+say() { echo "docker-test: $*"; }
+
+cleanup() {
+  local rc=$?
+  set +e
+  touch "$work/stop" 2>/dev/null
+  for p in "${writer_pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  for c in "${containers[@]}"; do docker rm -f "$c" >/dev/null 2>&1; done
+  docker volume rm -f "$volume" >/dev/null 2>&1
+  docker rmi -f "$image" >/dev/null 2>&1
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "docker-test: FAIL: $*" >&2
+  local c
+  for c in "${containers[@]}"; do
+    echo "---- docker logs $c (last 40 lines) ----" >&2
+    docker logs --tail 40 "$c" 2>&1 | sed 's/^/  /' >&2 || true
+  done
+  echo "docker: $passed passed, 1 failed"
+  exit 1
+}
+
+ok() {
+  passed=$((passed + 1))
+  say "ok: $*"
+}
+
+# --- 1. binary and image ------------------------------------------------------------
+
+if [[ -z ${STRATA_BIN:-} ]]; then
+  say "building the release binary (cargo build --release --locked -p strata-server)"
+  cargo build --release --locked -p strata-server
+  STRATA_BIN=$root/target/release/strata
+fi
+[[ $STRATA_BIN == /* ]] || STRATA_BIN=$root/$STRATA_BIN
+[[ -x $STRATA_BIN ]] || fail "STRATA_BIN=$STRATA_BIN is not an executable"
+bin=$STRATA_BIN
+
+t_image=$SECONDS
+bash docker/build-prebuilt.sh "$image" "$bin" >/dev/null || fail "image build failed"
+size=$(docker image inspect --format '{{.Size}}' "$image")
+say "image $image built in $((SECONDS - t_image))s; size $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.1f MB", s / 1e6 }'))"
+
+[[ $(docker image inspect --format '{{.Config.User}}' "$image") == 10001:10001 ]] ||
+  fail "image does not run as the strata user"
+[[ -n $(docker image inspect --format '{{if .Config.Healthcheck}}{{.Config.Healthcheck.Test}}{{end}}' "$image") ]] ||
+  fail "image has no HEALTHCHECK"
+docker image inspect --format '{{json .Config.Volumes}}' "$image" | grep -q '"/var/lib/strata"' ||
+  fail "image does not declare the /var/lib/strata volume"
+ok "image config: user 10001, HEALTHCHECK, VOLUME /var/lib/strata"
+
+metrics=0
+if "$bin" serve --help 2>/dev/null | grep -q -- '--metrics-listen'; then metrics=1; fi
+
+# --- helpers ------------------------------------------------------------------------
+
+docker volume create "$volume" >/dev/null
+
+# run_container NAME [docker run options...]: a new container on the test volume, ports on
+# random loopback ports of the host. Health checks every second so waits stay short (the
+# check itself is the image's).
+run_container() {
+  local name=$1
+  shift
+  containers+=("$name")
+  docker run -d --name "$name" \
+    -v "$volume:/var/lib/strata" \
+    -p 127.0.0.1::2113 -p 127.0.0.1::2114 \
+    --health-interval 1s \
+    "$@" "$image" >/dev/null
+}
+
+# wait_ready NAME: until Docker reports the container healthy and the host CLI agrees.
+# Sets url (and metrics_url) for the container's current published ports.
+wait_ready() {
+  local c=$1 state i
+  for ((i = 0; i < 240; i++)); do
+    state=$(docker inspect --format '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")
+    case $state in
+      "running healthy")
+        local hp mp
+        hp=$(docker port "$c" 2113/tcp | head -n 1)
+        mp=$(docker port "$c" 2114/tcp | head -n 1)
+        url=http://127.0.0.1:${hp##*:}
+        metrics_url=http://127.0.0.1:${mp##*:}/metrics
+        if "$bin" health --server "$url" --timeout 5 >/dev/null 2>&1; then
+          return 0
+        fi
+        ;;
+      exited* | dead*)
+        fail "container $c exited while starting ($(docker inspect --format '{{.State.ExitCode}}' "$c"))"
+        ;;
+    esac
+    sleep 0.5
+  done
+  fail "container $c not healthy after 120 s (state: $state)"
+}
+
+# appender W URL: append one event per CLI call to stream load-W until $work/stop exists
+# (bounded by count and time), writing "REVISION DATA" for every acknowledged append.
+appender() {
+  local w=$1 u=$2 i=0 out rev
+  local deadline=$((SECONDS + 120))
+  while [[ ! -e $work/stop ]] && ((i < 100000 && SECONDS < deadline)); do
+    i=$((i + 1))
+    local data="{\"w\":$w,\"i\":$i,\"run\":\"$run_id\"}"
+    if out=$("$bin" append "load-$w" --type Tick --data "$data" --server "$u" --timeout 10 2>>"$work/err-$w"); then
+      rev=$(sed -n 's/^appended to [^@]*@\([0-9][0-9]*\) .*/\1/p' <<<"$out")
+      echo "$rev $data" >>"$work/acked-$w"
+    else
+      echo "$i" >>"$work/failed-$w"
+      sleep 0.1
+    fi
+  done
+}
+
+start_load() {
+  rm -f "$work/stop"
+  writer_pids=()
+  local w
+  for ((w = 1; w <= writers; w++)); do
+    appender "$w" "$url" &
+    writer_pids+=($!)
+  done
+}
+
+stop_load() {
+  touch "$work/stop"
+  local p
+  for p in "${writer_pids[@]}"; do wait "$p" || true; done
+  writer_pids=()
+}
+
+acked_count() { cat "$work"/acked-* 2>/dev/null | wc -l; }
+
+# check_acked: every acknowledged append is in its stream, at the revision it was given.
+# Sets acked_total to the number checked.
+check_acked() {
+  local w total=0 missing
+  for ((w = 1; w <= writers; w++)); do
+    [[ -s $work/acked-$w ]] || continue
+    # Human-readable read output: "STREAM@REV pos=P TYPE ID DATA"; DATA has no spaces.
+    "$bin" read "load-$w" --server "$url" >"$work/read-$w" || fail "read load-$w failed"
+    awk '{ split($1, a, "@"); print a[2], $NF }' "$work/read-$w" | sort >"$work/have-$w"
+    sort "$work/acked-$w" >"$work/want-$w"
+    missing=$(comm -23 "$work/want-$w" "$work/have-$w" | wc -l)
+    if ((missing > 0)); then
+      comm -23 "$work/want-$w" "$work/have-$w" | head -n 5 >&2
+      fail "$missing acknowledged appends to load-$w are missing (of $(wc -l <"$work/want-$w"))"
+    fi
+    total=$((total + $(wc -l <"$work/want-$w")))
+  done
+  acked_total=$total
+}
+
+# check_basic: the three events written first are there, in order.
+check_basic() {
+  "$bin" read basic-1 --server "$url" >"$work/basic" || fail "read basic-1 failed"
+  local got
+  got=$(awk '{ print $1, $4, $NF }' "$work/basic" | tr '\n' ';')
+  [[ $got == 'basic-1@0 Created {"n":1};basic-1@1 Renamed {"n":2};basic-1@2 Closed {"n":3};' ]] ||
+    fail "basic-1 does not read back as written: $got"
+}
+
+# --- 2. run, append, read --------------------------------------------------------------
+
+c1=$run_id-a
+run_container "$c1"
+wait_ready "$c1"
+ok "container healthy (docker health check and host 'strata health' on $url)"
+
+docker logs "$c1" 2>&1 | grep -q 'listening on 0.0.0.0:2113' ||
+  fail "server is not listening on 0.0.0.0:2113 inside the container"
+[[ $(docker exec "$c1" cat /proc/1/comm) == strata ]] || fail "PID 1 is not strata"
+uid=$(docker exec "$c1" awk '/^Uid:/ { print $2 }' /proc/1/status)
+[[ $uid == 10001 ]] || fail "server runs as uid $uid, expected 10001"
+ok "PID 1 is strata as uid 10001, listening on 0.0.0.0:2113"
+
+"$bin" append basic-1 --type Created --data '{"n":1}' --expected no-stream --server "$url" >/dev/null ||
+  fail "first append failed"
+"$bin" append basic-1 --type Renamed --data '{"n":2}' --expected 0 --server "$url" >/dev/null ||
+  fail "second append failed"
+"$bin" append basic-1 --type Closed --data '{"n":3}' --expected 1 --server "$url" >/dev/null ||
+  fail "third append failed"
+set +e
+"$bin" append basic-1 --type Late --expected 1 --server "$url" >/dev/null 2>&1
+rc=$?
+set -e
+[[ $rc == 3 ]] || fail "append with a stale expected revision exited $rc, expected 3"
+check_basic
+ok "append and read back through the host CLI (and exit 3 on a wrong expected revision)"
+
+if ((metrics)); then
+  curl -fsS --max-time 5 "$metrics_url" >"$work/metrics" || fail "GET $metrics_url failed"
+  grep -q '^# TYPE ' "$work/metrics" || fail "$metrics_url is not Prometheus text"
+  ok "metrics served on $metrics_url"
+else
+  say "strata serve has no --metrics-listen yet: metrics port not checked"
+fi
+
+# --- 3. docker stop under load, start again --------------------------------------------
+
+start_load
+sleep "$load_seconds"
+before=$(acked_count)
+t0=$EPOCHREALTIME
+docker stop -t "$grace" "$c1" >/dev/null
+t1=$EPOCHREALTIME
+stop_load
+stop_ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')
+code=$(docker inspect --format '{{.State.ExitCode}}' "$c1")
+[[ $code == 0 ]] || fail "exit code after docker stop is $code, expected 0"
+((stop_ms < grace * 1000)) || fail "docker stop took ${stop_ms} ms, not within the ${grace} s grace period"
+docker logs "$c1" 2>&1 | grep -q 'store closed cleanly' || fail "no 'store closed cleanly' in the logs"
+ok "docker stop under load ($before acked appends so far): exit 0 in ${stop_ms} ms, store closed cleanly"
+
+docker start "$c1" >/dev/null
+wait_ready "$c1"
+check_basic
+check_acked
+n=$acked_total
+((n > 0)) || fail "no append was acknowledged during the load"
+n_after_stop=$n
+ok "started again on the same volume: basic-1 intact, all $n acknowledged appends present"
+
+# --- 4. docker kill under load, new container on the volume ---------------------------
+
+start_load
+sleep "$load_seconds"
+docker kill "$c1" >/dev/null
+stop_load
+[[ $(docker inspect --format '{{.State.ExitCode}}' "$c1") == 137 ]] || fail "docker kill did not SIGKILL the server"
+docker rm "$c1" >/dev/null
+
+c2=$run_id-b
+# A second container, configured through STRATA_* variables: JSON logs.
+run_container "$c2" -e STRATA_LOG_FORMAT=json -e STRATA_DURABILITY=fsync
+wait_ready "$c2"
+docker logs "$c2" 2>&1 | grep '^{' | grep -q 'listening on' ||
+  fail "STRATA_LOG_FORMAT=json did not switch the logs to JSON"
+check_basic
+check_acked
+n=$acked_total
+((n > n_after_stop)) || fail "no append was acknowledged during the load before docker kill"
+failed=$(cat "$work"/failed-* 2>/dev/null | wc -l)
+ok "killed under load, new container on the volume: all $n acknowledged appends present ($failed unacknowledged attempts)"
+
+docker stop -t "$grace" "$c2" >/dev/null
+[[ $(docker inspect --format '{{.State.ExitCode}}' "$c2") == 0 ]] || fail "second container did not exit 0 on docker stop"
+docker run --rm -v "$volume:/var/lib/strata" "$image" verify >"$work/verify" 2>&1 ||
+  { cat "$work/verify" >&2; fail "strata verify found the log damaged"; }
+ok "strata verify: the log on the volume is intact"
+
+say "image size: $size bytes; test took $((SECONDS - t_start))s"
+echo "docker: $passed passed, 0 failed"
