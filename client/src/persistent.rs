@@ -217,7 +217,9 @@ impl GroupInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NackAction {
     /// Deliver again after `delay` with a higher retry count (parked once retries run out).
-    Retry { delay: Duration },
+    Retry {
+        delay: Duration,
+    },
     Park,
     /// Treat as done.
     Skip,

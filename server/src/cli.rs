@@ -1,7 +1,8 @@
-//! The command-line client: `strata append|read|subscribe|delete|tombstone|metadata|streams|info|health`.
+//! The command-line client: `strata append|read|subscribe|delete|tombstone|metadata|streams|info|health|group`.
 //!
 //! Exit codes: 0 success, 1 other error, 2 usage, 3 wrong expected revision, 4 stream not
-//! found, 5 stream deleted, 6 server unavailable or unreachable, 7 invalid argument.
+//! found (stream or group), 5 stream deleted, 6 server unavailable or unreachable, 7 invalid
+//! argument, 9 group already exists.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,11 +15,14 @@ use strata_client::{
 };
 use uuid::Uuid;
 
+mod group;
+
 pub const EXIT_WRONG_EXPECTED_REVISION: i32 = 3;
 pub const EXIT_NOT_FOUND: i32 = 4;
 pub const EXIT_DELETED: i32 = 5;
 pub const EXIT_UNAVAILABLE: i32 = 6;
 pub const EXIT_INVALID: i32 = 7;
+pub const EXIT_EXISTS: i32 = 9;
 
 #[derive(Debug, Args, Clone)]
 pub struct ClientOpts {
@@ -54,6 +58,9 @@ pub enum ClientCommand {
     Info(InfoArgs),
     /// Check the server's gRPC health (exit 0 when serving, 6 otherwise).
     Health(InfoArgs),
+    /// Manage persistent subscription groups, or consume from one.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 #[derive(Debug, Args)]
@@ -237,7 +244,8 @@ async fn connect(opts: &ClientOpts) -> Result<Client, Error> {
 fn exit_code(e: &Error) -> i32 {
     match e {
         Error::WrongExpectedRevision { .. } => EXIT_WRONG_EXPECTED_REVISION,
-        Error::StreamNotFound { .. } => EXIT_NOT_FOUND,
+        Error::StreamNotFound { .. } | Error::GroupNotFound { .. } => EXIT_NOT_FOUND,
+        Error::GroupExists { .. } => EXIT_EXISTS,
         Error::StreamDeleted { .. } => EXIT_DELETED,
         Error::Unavailable(_) | Error::Connect(_) | Error::DeadlineExceeded => EXIT_UNAVAILABLE,
         Error::InvalidArgument { .. } | Error::AppendTooLarge { .. } => EXIT_INVALID,
@@ -357,6 +365,7 @@ async fn delete(a: DeleteArgs, hard: bool) -> Result<i32, Failure> {
 
 async fn execute(cmd: ClientCommand) -> Result<i32, Failure> {
     match cmd {
+        ClientCommand::Group(g) => group::execute(g).await,
         ClientCommand::Append(a) => {
             let client = connect(&a.opts).await?;
             let mut event = if a.binary {

@@ -52,7 +52,7 @@ enum Command {
         data_dir: std::path::PathBuf,
     },
     #[command(flatten)]
-    Client(cli::ClientCommand),
+    Client(Box<cli::ClientCommand>),
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -148,7 +148,7 @@ fn main() {
                 },
                 cli.log_format,
             );
-            runtime.block_on(cli::run(cmd))
+            runtime.block_on(cli::run(*cmd))
         }
     };
     drop(runtime);

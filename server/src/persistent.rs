@@ -36,7 +36,10 @@ impl PersistentService {
 
 fn target(stream: &str) -> Result<Target, Status> {
     if stream.is_empty() {
-        return Err(invalid("stream", "must not be empty (use \"$all\" for the log)"));
+        return Err(invalid(
+            "stream",
+            "must not be empty (use \"$all\" for the log)",
+        ));
     }
     Ok(Target::parse(stream))
 }
@@ -205,7 +208,10 @@ fn nack_action(action: i32, delay_ms: u64) -> Result<NackAction, Status> {
         Ok(v1::NackAction::Park) => Ok(NackAction::Park),
         Ok(v1::NackAction::Skip) => Ok(NackAction::Skip),
         Ok(v1::NackAction::Stop) => Ok(NackAction::Stop),
-        Err(_) => Err(invalid("nack.action", format!("unknown nack action {action}"))),
+        Err(_) => Err(invalid(
+            "nack.action",
+            format!("unknown nack action {action}"),
+        )),
     }
 }
 
@@ -217,10 +223,9 @@ fn response(m: consume_response::Message) -> Result<v1::ConsumeResponse, Status>
 
 async fn reject(out: &Out, event_ids: Vec<String>, reason: String) {
     let _ = out
-        .send(response(consume_response::Message::Rejected(v1::Rejected {
-            event_ids,
-            reason,
-        })))
+        .send(response(consume_response::Message::Rejected(
+            v1::Rejected { event_ids, reason },
+        )))
         .await;
 }
 
@@ -361,8 +366,10 @@ impl PersistentSubscriptions for PersistentService {
             ..
         } = consumer;
 
-        // Deliveries to the connection.
-        let to_client = out.clone();
+        // Deliveries to the connection. The ack reader below holds only a weak sender, so the
+        // response stream ends when this task does.
+        let weak_out = out.downgrade();
+        let to_client = out;
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -402,6 +409,7 @@ impl PersistentSubscriptions for PersistentService {
         // leaves the group: its in-flight messages go to the others.
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
+                let Some(out) = weak_out.upgrade() else { break };
                 match req.message {
                     Some(consume_request::Message::Ack(a)) => {
                         let (ids, bad) = parse_ids(a.event_ids);

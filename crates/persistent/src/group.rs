@@ -30,7 +30,10 @@ pub enum Delivery {
     },
     /// Acks or nacks for IDs that are not in flight in this group (unknown, or already
     /// settled); they changed nothing.
-    Rejected { event_ids: Vec<Uuid>, reason: String },
+    Rejected {
+        event_ids: Vec<Uuid>,
+        reason: String,
+    },
 }
 
 /// What a consumer asks for a message it could not process.
@@ -287,7 +290,8 @@ impl Group {
             }
             self.dispatch();
             self.maybe_checkpoint(false).await;
-            let can_read = (!self.at_end && (self.buffer.len() as u32) < self.settings.live_buffer_size)
+            let can_read = (!self.at_end
+                && (self.buffer.len() as u32) < self.settings.live_buffer_size)
                 || self.replay_pending();
             tokio::select! {
                 biased;
@@ -382,7 +386,9 @@ impl Group {
             Command::Update { settings } => {
                 match settings.filter.as_ref().map(|f| f.build()).transpose() {
                     Ok(filter) => self.filter = filter,
-                    Err(e) => tracing::error!(error = %e, "stored filter is invalid; keeping the old one"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "stored filter is invalid; keeping the old one")
+                    }
                 }
                 for c in &mut self.consumers {
                     c.capacity = c.capacity.min(settings.max_in_flight_per_consumer);
@@ -481,7 +487,11 @@ impl Group {
         if let Some(i) = self.retry.iter().position(|m| m.event.event_id == id) {
             return self.retry.remove(i);
         }
-        if let Some(i) = self.delayed.iter().position(|(_, m)| m.event.event_id == id) {
+        if let Some(i) = self
+            .delayed
+            .iter()
+            .position(|(_, m)| m.event.event_id == id)
+        {
             return Some(self.delayed.swap_remove(i).1);
         }
         None
@@ -701,10 +711,9 @@ impl Group {
                 }
                 None
             }
-            ConsumerStrategy::DispatchToSingle => self
-                .consumers
-                .iter()
-                .position(|c| c.in_flight < c.capacity),
+            ConsumerStrategy::DispatchToSingle => {
+                self.consumers.iter().position(|c| c.in_flight < c.capacity)
+            }
             ConsumerStrategy::Pinned => {
                 let mut h = DefaultHasher::new();
                 stream.hash(&mut h);
@@ -716,7 +725,9 @@ impl Group {
                         let id = self
                             .consumers
                             .iter()
-                            .min_by_key(|c| self.buckets.iter().filter(|b| **b == Some(c.id)).count())?
+                            .min_by_key(|c| {
+                                self.buckets.iter().filter(|b| **b == Some(c.id)).count()
+                            })?
                             .id;
                         self.buckets[bucket] = Some(id);
                         id
@@ -826,7 +837,9 @@ impl Group {
         while i < self.delayed.len() {
             if self.delayed[i].0 <= now {
                 let (_, msg) = self.delayed.swap_remove(i);
-                if msg.parked_rev.is_none() && msg.seq.is_some_and(|s| !self.outstanding.contains(&s)) {
+                if msg.parked_rev.is_none()
+                    && msg.seq.is_some_and(|s| !self.outstanding.contains(&s))
+                {
                     continue;
                 }
                 self.retry.push_back(msg);
@@ -846,10 +859,7 @@ impl Group {
     }
 
     fn settled_up_to(&self) -> u64 {
-        self.outstanding
-            .first()
-            .copied()
-            .unwrap_or(self.next_read)
+        self.outstanding.first().copied().unwrap_or(self.next_read)
     }
 
     async fn maybe_checkpoint(&mut self, force: bool) {

@@ -134,7 +134,10 @@ impl Groups {
             groups.insert((g.target, g.group), handle);
         }
         if !groups.is_empty() {
-            tracing::info!(groups = groups.len(), "persistent subscription groups loaded");
+            tracing::info!(
+                groups = groups.len(),
+                "persistent subscription groups loaded"
+            );
         }
         Ok(Arc::new(Groups {
             engine,

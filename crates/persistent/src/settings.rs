@@ -300,7 +300,10 @@ pub fn validate_group_name(target: &Target, group: &str) -> Result<()> {
         return Err(Error::invalid("group", "must not be empty"));
     }
     if group.chars().any(char::is_control) {
-        return Err(Error::invalid("group", "must not contain control characters"));
+        return Err(Error::invalid(
+            "group",
+            "must not contain control characters",
+        ));
     }
     let longest = crate::store::parked_stream(target, group).len() + 1;
     if longest > strata_engine::MAX_STREAM_NAME {

@@ -21,7 +21,10 @@ const GROUP_UPDATED: &str = "$GroupUpdated";
 const GROUP_DELETED: &str = "$GroupDeleted";
 
 pub fn checkpoint_stream(target: &Target, group: &str) -> String {
-    format!("$persistentsubscription-{}::{group}-checkpoint", target.name())
+    format!(
+        "$persistentsubscription-{}::{group}-checkpoint",
+        target.name()
+    )
 }
 
 pub fn parked_stream(target: &Target, group: &str) -> String {
@@ -152,7 +155,11 @@ pub async fn write_config(
     };
     let expected = expected.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
     let r = engine
-        .append_system(CONFIG_STREAM, expected, vec![json_event(event_type, change)])
+        .append_system(
+            CONFIG_STREAM,
+            expected,
+            vec![json_event(event_type, change)],
+        )
         .await?;
     Ok((r.revision, r.position))
 }
@@ -281,12 +288,16 @@ pub fn read_parked(
     let mut out = Vec::with_capacity(slice.events.len());
     for ev in slice.events {
         let p: ParkedPointer = serde_json::from_slice(&ev.data).map_err(|e| bad(&stream, e))?;
-        let original = match engine.read_all(AllFrom::Position(p.position), Direction::Forwards, 1, None)
-        {
-            Ok(s) => s.events.into_iter().next().filter(|o| o.event_id.to_string() == p.event_id),
-            Err(EngineError::InvalidPosition { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let original =
+            match engine.read_all(AllFrom::Position(p.position), Direction::Forwards, 1, None) {
+                Ok(s) => s
+                    .events
+                    .into_iter()
+                    .next()
+                    .filter(|o| o.event_id.to_string() == p.event_id),
+                Err(EngineError::InvalidPosition { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
         out.push((ev.revision, original));
     }
     Ok(out)
