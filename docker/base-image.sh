@@ -36,13 +36,23 @@ fi
 # The archive to bootstrap from: the one apt on this machine already uses for the
 # suite's main component. `apt-get indextargets` reads both sources.list and deb822
 # .sources files and honours disabled entries, so nothing is parsed by hand here.
+# It lists only sources whose indexes were downloaded, so on a machine that never ran
+# `apt-get update` it runs that once first.
+apt_mirror() {
+  apt-get indextargets --format '$(REPO_URI)' \
+    "Release: $suite" 'Target-Of: deb' 'Identifier: Packages' 'Component: main' 2>/dev/null |
+    head -n 1 || true
+}
 mirror=${STRATA_DEBIAN_MIRROR:-}
 if [[ -z $mirror ]]; then
   command -v apt-get >/dev/null 2>&1 ||
     die "apt-get not found; set STRATA_DEBIAN_MIRROR to a Debian archive URL"
-  mirror=$(apt-get indextargets --format '$(REPO_URI)' \
-    "Release: $suite" 'Target-Of: deb' 'Identifier: Packages' 'Component: main' 2>/dev/null |
-    head -n 1 || true)
+  mirror=$(apt_mirror)
+  if [[ -z $mirror && $(id -u) == 0 ]]; then
+    log "no apt indexes yet: apt-get update"
+    apt-get update -qq >/dev/null 2>&1 || true
+    mirror=$(apt_mirror)
+  fi
   [[ -n $mirror ]] || die "no 'deb' source for suite '$suite' (component main) in this machine's apt configuration; set STRATA_DEBIAN_MIRROR"
 fi
 

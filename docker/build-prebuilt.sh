@@ -25,10 +25,14 @@ fi
 ctx=$(mktemp -d /tmp/strata-image-ctx.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
 # The context is only the Dockerfile and the binary, so nothing else is sent to the daemon.
+mkdir -p "$ctx/docker/prebuilt"
 cp "$here/Dockerfile" "$ctx/Dockerfile"
-cp "$bin" "$ctx/strata"
-chmod 0755 "$ctx/strata"
+cp "$bin" "$ctx/docker/prebuilt/strata"
+chmod 0755 "$ctx/docker/prebuilt/strata"
+# Like the builder stage: drop debug info (the release profile keeps line tables),
+# keep the symbols so panics still name their functions.
+if command -v strip >/dev/null 2>&1; then strip --strip-debug "$ctx/docker/prebuilt/strata"; fi
 
 echo "build-prebuilt: $tag from $bin on $base" >&2
-docker build --quiet --target prebuilt --build-arg "RUNTIME_BASE=$base" -t "$tag" "$ctx" >&2
+docker build --quiet --force-rm --target prebuilt --build-arg "RUNTIME_BASE=$base" -t "$tag" "$ctx" >&2
 echo "$tag"

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use strata_client::{
-    Client, EventData, ExpectedRevision, ReadOptions, SubscribeFrom, SubscriptionMessage,
+    Client, EventData, ExpectedRevision, Filter, GroupMessage, GroupSettings, ReadOptions,
+    SubscribeFrom, SubscriptionMessage,
 };
 use uuid::Uuid;
 
@@ -48,9 +49,15 @@ struct Args {
     /// Append with one unary call each instead of over append sessions.
     #[arg(long)]
     unary: bool,
-    /// Only these parts (comma-separated): transport,append,batch,read,subscribe.
-    #[arg(long, default_value = "transport,append,batch,read,subscribe")]
+    /// Only these parts (comma-separated): transport,append,batch,read,subscribe,persistent.
+    #[arg(
+        long,
+        default_value = "transport,append,batch,read,subscribe,persistent"
+    )]
     only: String,
+    /// Consumer counts for the persistent-subscription runs (comma-separated list).
+    #[arg(long, default_value = "1,4")]
+    group_consumers: String,
 }
 
 /// A server this run started, and its data directory (removed when dropped, after the server).
@@ -378,7 +385,153 @@ async fn main() {
             args.sub_rate
         );
     }
+    if only.contains(&"persistent") {
+        for n in args.group_consumers.split(',') {
+            let n: usize = n.trim().parse().expect("--group-consumers");
+            for rate in [Some(args.sub_rate), None] {
+                let r = run_group(&url, n, rate, args.duration, args.event_size).await;
+                let label = rate.map_or("full speed".to_owned(), |r| format!("~{r} events/s"));
+                println!(
+                    "persistent_group: {n} consumer(s), writers at {label}: appended {:.0} events/s, acked {:.0} events/s, delivery p50 {:.2} ms p99 {:.2} ms",
+                    r.appended as f64 / args.duration,
+                    r.acked as f64 / args.duration,
+                    pct(&r.latencies, 0.5),
+                    pct(&r.latencies, 0.99),
+                );
+            }
+        }
+    }
     if let Some(server) = &_spawned {
         println!("server_peak_rss: {} MiB", server.peak_rss_mib());
+    }
+}
+
+struct GroupRun {
+    appended: usize,
+    acked: usize,
+    latencies: Vec<Duration>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A `$all` group (filtered to this run's streams) with `consumers` consumers that ack every
+/// event, while 8 writers append batches of 10 events (rate-limited to `rate` events/s, or as
+/// fast as they can). Counts acks within the window; latency is append to delivery.
+async fn run_group(
+    url: &str,
+    consumers: usize,
+    rate: Option<u64>,
+    secs: f64,
+    size: usize,
+) -> GroupRun {
+    let prefix = format!("grp-{}-", Uuid::new_v4().simple());
+    let admin = Client::connect(url.to_owned()).await.unwrap();
+    let group = format!("bench-{consumers}");
+    let settings = GroupSettings {
+        filter: Some(Filter::stream_prefix([prefix.clone()])),
+        max_in_flight_per_consumer: Some(1000),
+        live_buffer_size: Some(2000),
+        read_batch_size: Some(500),
+        ..Default::default()
+    };
+    admin.create_group("$all", &group, settings).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut readers = Vec::new();
+    for _ in 0..consumers {
+        let c = Client::connect(url.to_owned()).await.unwrap();
+        let mut consumer = c.consume_group("$all", &group, 1000).await.unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut acked = 0usize;
+            let mut lats = Vec::new();
+            let mut pending = Vec::with_capacity(256);
+            loop {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let m =
+                    match tokio::time::timeout(wait.min(Duration::from_millis(2)), consumer.next())
+                        .await
+                    {
+                        Ok(Some(Ok(GroupMessage::Event(e)))) => Some(e),
+                        Ok(Some(Ok(GroupMessage::Rejected { reason, .. }))) => panic!("{reason}"),
+                        Ok(other) => panic!("consumer ended: {other:?}"),
+                        Err(_) => None,
+                    };
+                if let Some(e) = &m {
+                    let sent = e.event.json::<serde_json::Value>().unwrap()["sent"]
+                        .as_u64()
+                        .unwrap();
+                    lats.push(Duration::from_nanos(now_ns().saturating_sub(sent)));
+                    pending.push(e.event.id);
+                }
+                if pending.len() >= 200 || (m.is_none() && !pending.is_empty()) {
+                    if Instant::now() < deadline {
+                        acked += pending.len();
+                    }
+                    consumer.ack(&pending).await.unwrap();
+                    pending.clear();
+                }
+                if Instant::now() >= deadline {
+                    return (acked, lats);
+                }
+            }
+        }));
+    }
+    let writers = 8usize;
+    let pad = "x".repeat(size.saturating_sub(40));
+    let mut tasks = Vec::new();
+    for (i, c) in clients(url, writers).await.into_iter().enumerate() {
+        let stream = format!("{prefix}{i}");
+        let pad = pad.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut appended = 0usize;
+            let mut tick = rate.map(|r| {
+                let mut t = tokio::time::interval(Duration::from_secs_f64(
+                    10.0 * writers as f64 / r as f64,
+                ));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            while Instant::now() < deadline {
+                if let Some(t) = &mut tick {
+                    t.tick().await;
+                }
+                let batch: Vec<_> = (0..10)
+                    .map(|_| {
+                        EventData::json(
+                            "Timed",
+                            &serde_json::json!({ "sent": now_ns(), "pad": pad }),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                c.append(&stream, ExpectedRevision::Any, batch)
+                    .await
+                    .unwrap();
+                appended += 10;
+            }
+            appended
+        }));
+    }
+    let mut appended = 0;
+    for t in tasks {
+        appended += t.await.unwrap();
+    }
+    let mut acked = 0;
+    let mut latencies = Vec::new();
+    for r in readers {
+        let (a, l) = r.await.unwrap();
+        acked += a;
+        latencies.extend(l);
+    }
+    latencies.sort();
+    admin.delete_group("$all", &group).await.unwrap();
+    GroupRun {
+        appended,
+        acked,
+        latencies,
     }
 }
