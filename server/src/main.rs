@@ -3,6 +3,7 @@
 mod cli;
 mod convert;
 mod info;
+mod metrics;
 mod persistent;
 mod serve;
 mod status;

@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Memory for the index's page cache (e.g. 64MiB).
     #[arg(long, env = "STRATA_INDEX_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub index_cache_size: u64,
+    /// Address for the Prometheus endpoint (http://ADDR/metrics), or `off`.
+    #[arg(long, env = "STRATA_METRICS_LISTEN", default_value = "off", value_parser = crate::metrics::parse_listen)]
+    pub metrics_listen: crate::metrics::ListenAddr,
 }
 
 /// Parses `1024`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB` as powers of 1024).
@@ -91,6 +94,20 @@ async fn signalled() {
     }
 }
 
+/// Connections accepted on a listener shared by the start-up health server and the full one.
+/// Small gRPC frames must not wait for Nagle's algorithm, hence `TCP_NODELAY`.
+fn accepted(
+    listener: Arc<TcpListener>,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let conn = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((conn, l))
+    })
+}
+
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     if args.max_append_size == 0 || args.max_append_size > 64 * 1024 * 1024 {
         return Err(format!(
@@ -118,8 +135,43 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .set_service_status("", ServingStatus::NotServing)
         .await;
 
-    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+    config.observer = Some(Arc::new(crate::metrics::Observer));
+
+    // During recovery the port already answers grpc.health.v1 with NOT_SERVING, so load
+    // balancers and orchestrators see a starting server rather than a dead one.
+    let listener = Arc::new(
+        TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?,
+    );
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (recovered_tx, recovered_rx) = watch::channel(false);
+    let starting = {
+        let health_service = health_service.clone();
+        let incoming = accepted(listener.clone());
+        let mut recovered_rx = recovered_rx.clone();
+        tokio::spawn(async move {
+            let done = async move {
+                let _ = recovered_rx.wait_for(|r| *r).await;
+            };
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(incoming, done)
+                .await
+        })
+    };
+    tracing::info!(%addr, "recovering the store; health checks on {addr} answer NOT_SERVING until it is open");
+    let opened = tokio::task::spawn_blocking(move || Engine::open(config)).await;
+    let _ = recovered_tx.send(true);
+    // A client watching health could hold the start-up server open; do not wait for it long.
+    let mut starting = starting;
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut starting)
         .await
+        .is_err()
+    {
+        starting.abort();
+    }
+    let engine = opened
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     let engine = Arc::new(engine);
@@ -135,11 +187,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         recovery_ms = r.duration.as_millis() as u64,
         "store recovered"
     );
-
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
@@ -167,6 +214,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             .await;
     }
 
+    let metrics_task = match args.metrics_listen.0 {
+        None => None,
+        Some(m) => {
+            let l = TcpListener::bind(m)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {m}: {e}"))?;
+            let maddr = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(%maddr, "metrics on http://{maddr}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                l,
+                engine.clone(),
+                groups.clone(),
+                shutdown_rx.clone(),
+            )))
+        }
+    };
+
     let health_for_shutdown = health.clone();
     let shutdown = async move {
         signalled().await;
@@ -190,9 +254,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .add_service(info)
         .serve_with_incoming_shutdown(
             // Small gRPC frames must not wait for Nagle's algorithm.
-            tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(std::time::Duration::from_secs(60))),
+            accepted(listener),
             shutdown,
         )
         .await
@@ -202,6 +264,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // Groups write their final checkpoints while the store is still open.
     groups.shutdown().await;
     drop(groups);
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     // Reads and subscriptions still finishing hold the engine for a moment.
     let mut engine = engine;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -127,10 +127,12 @@ async fn read_page_blocking(
     max: usize,
 ) -> Result<Page, Status> {
     let engine = engine.clone();
-    tokio::task::spawn_blocking(move || read_page(&engine, cursor, direction, max))
+    let page = tokio::task::spawn_blocking(move || read_page(&engine, cursor, direction, max))
         .await
         .map_err(|e| Status::internal(format!("read task failed: {e}")))?
-        .map_err(from_engine)
+        .map_err(from_engine)?;
+    crate::metrics::get().read_events(page.events.len());
+    Ok(page)
 }
 
 #[tonic::async_trait]
@@ -231,6 +233,7 @@ impl Streams for StreamsService {
         } else {
             r.max_count
         };
+        crate::metrics::get().read(r.stream == "$all");
         let cursor = if r.stream == "$all" {
             let from = match r.from {
                 None if direction == Direction::Forwards => AllFrom::Start,

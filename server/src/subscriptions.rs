@@ -84,6 +84,10 @@ async fn run(
     tx: Tx,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Stop> {
+    let guard = crate::metrics::get().subscription(match &target {
+        Target::Stream { name, .. } => Some(name.clone()),
+        Target::All { .. } => None,
+    });
     let mut end_rx = engine.watch_log_end();
     let mut caught_up = false;
     let mut since_checkpoint: u64 = 0;
@@ -157,6 +161,10 @@ async fn run(
                 slice.is_end && *position >= end_before
             }
         };
+        guard.set_position(match &target {
+            Target::Stream { next, .. } => *next,
+            Target::All { position, .. } => *position,
+        });
         if !at_end {
             continue;
         }

@@ -60,6 +60,18 @@ pub struct Config {
     pub queue_depth: usize,
     /// The file-system seam (tests inject failures here).
     pub fs: Arc<dyn Fs>,
+    /// Told about every group commit and append, for metrics.
+    pub observer: Option<Arc<dyn CommitObserver>>,
+}
+
+/// Receives write-path measurements (a metrics exporter implements it). Called on the writer
+/// thread and on append callers' tasks: keep it cheap and non-blocking.
+pub trait CommitObserver: Send + Sync {
+    /// A group commit became durable: `events` events from `requests` requests, `bytes` bytes
+    /// written by one write (+ fdatasync in durable mode) that took `write`.
+    fn batch_committed(&self, events: u64, requests: u64, bytes: u64, write: Duration);
+    /// An append finished (successfully or not) `elapsed` after it was submitted.
+    fn append_finished(&self, elapsed: Duration, ok: bool);
 }
 
 impl Config {
@@ -74,6 +86,7 @@ impl Config {
             index_flush_interval: Duration::from_millis(200),
             queue_depth: 4096,
             fs: Arc::new(OsFs),
+            observer: None,
         }
     }
 }
@@ -400,12 +413,18 @@ impl Engine {
                 ));
             }
         }
-        self.submit(Op::Append {
-            stream: stream.into(),
-            expected,
-            events,
-        })
-        .await
+        let started = std::time::Instant::now();
+        let result = self
+            .submit(Op::Append {
+                stream: stream.into(),
+                expected,
+                events,
+            })
+            .await;
+        if let Some(o) = &self.shared.config.observer {
+            o.append_finished(started.elapsed(), result.is_ok());
+        }
+        result
     }
 
     /// Soft-deletes a stream: reads say not found; a later append recreates it and its

@@ -29,7 +29,8 @@ pub mod types;
 mod writer;
 
 pub use engine::{
-    Config, Durability, Engine, EngineStats, VerifyReport, MAX_EVENT_TYPE, MAX_STREAM_NAME,
+    CommitObserver, Config, Durability, Engine, EngineStats, VerifyReport, MAX_EVENT_TYPE,
+    MAX_STREAM_NAME,
 };
 pub use error::{Error, Result};
 pub use filter::{EventFilter, FilterOn};

@@ -521,11 +521,14 @@ impl Writer {
         let requests_in_batch = outcomes.len();
         self.pending.clear();
         self.batch_ids.clear();
+        let bytes = self.buf.len() as u64;
+        let started = std::time::Instant::now();
         let result = if self.buf.is_empty() {
             Ok(())
         } else {
             self.write_batch()
         };
+        let write_time = started.elapsed();
         self.buf.clear();
         match result {
             Ok(()) => {
@@ -555,6 +558,14 @@ impl Writer {
                     self.shared
                         .counters
                         .record_batch(planned_len as u64, requests_in_batch as u64);
+                    if let Some(o) = &self.shared.config.observer {
+                        o.batch_committed(
+                            planned_len as u64,
+                            requests_in_batch as u64,
+                            bytes,
+                            write_time,
+                        );
+                    }
                 }
                 for Outcome::Reply(tx, r) in outcomes {
                     let _ = tx.send(r);

@@ -1,0 +1,149 @@
+//! The Prometheus endpoint of the real server: counters move with traffic, errors are counted
+//! by code, consumer groups and catch-up subscriptions show up.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use strata_client::{Error, EventData, ExpectedRevision as Exp, GroupSettings, GroupStart};
+use strata_client::{ReadOptions, SubscribeFrom};
+use strata_tests::{rt, Server};
+
+fn metrics_addr(server: &Server) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = server.logs();
+        if let Some(at) = logs.find("metrics on http://") {
+            return logs[at + 18..].chars().take_while(|c| *c != '/').collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics address in the log:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn scrape(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn value(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{body}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_endpoint_reports_appends_reads_errors_groups_and_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    rt().block_on(async {
+        let c = server.client().await;
+        for i in 0..20 {
+            c.append("m", Exp::Any, vec![EventData::json("E", &i).unwrap()])
+                .await
+                .unwrap();
+        }
+        let _ = futures::TryStreamExt::try_collect::<Vec<_>>(
+            c.read_stream("m", ReadOptions::default()).await.unwrap(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            c.read_stream("missing", ReadOptions::default()).await,
+            Err(Error::StreamNotFound { .. })
+        ));
+        let settings = GroupSettings {
+            start_from: Some(GroupStart::Start),
+            ..Default::default()
+        };
+        c.create_group("m", "g", settings).await.unwrap();
+        let mut consumer = c.consume_group("m", "g", 5).await.unwrap();
+        for _ in 0..5 {
+            consumer.next().await.unwrap().unwrap();
+        }
+        let _sub = c.subscribe("m", SubscribeFrom::Start, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let (head, body) = tokio::task::spawn_blocking({
+            let addr = addr.clone();
+            move || scrape(&addr, "/metrics")
+        })
+        .await
+        .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("text/plain"), "{head}");
+        assert!(value(&body, "strata_append_events_total") >= 20.0);
+        assert!(value(&body, "strata_append_requests_total") >= 20.0);
+        assert!(value(&body, "strata_commit_batches_total") >= 1.0);
+        assert!(value(&body, "strata_append_bytes_total") > 0.0);
+        assert!(value(&body, "strata_append_duration_seconds_count") >= 20.0);
+        assert!(value(&body, "strata_fsync_duration_seconds_count") >= 1.0);
+        assert!(value(&body, "strata_commit_batch_events_bucket") >= 0.0);
+        assert!(value(&body, "strata_reads_total{kind=\"stream\"}") >= 2.0);
+        assert!(value(&body, "strata_read_events_total") >= 20.0);
+        assert_eq!(value(&body, "strata_errors_total{code=\"NotFound\"}"), 1.0);
+        assert_eq!(value(&body, "strata_subscriptions_active"), 1.0);
+        assert_eq!(
+            value(
+                &body,
+                "strata_persistent_in_flight{stream=\"m\",group=\"g\"}"
+            ),
+            5.0
+        );
+        assert_eq!(
+            value(
+                &body,
+                "strata_persistent_lag_events{stream=\"m\",group=\"g\"}"
+            ),
+            20.0
+        );
+        assert_eq!(
+            value(&body, "strata_persistent_parked{stream=\"m\",group=\"g\"}"),
+            0.0
+        );
+        assert!(value(&body, "strata_log_bytes") > 0.0);
+        assert_eq!(value(&body, "strata_log_segments"), 1.0);
+        assert_eq!(value(&body, "strata_index_reindexed_events"), 0.0);
+        let (head, _) = tokio::task::spawn_blocking(move || scrape(&addr, "/nope"))
+            .await
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    });
+}
+
+#[test]
+fn metrics_are_off_by_default_and_a_bad_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!server.logs().contains("metrics on"), "{}", server.logs());
+    let out = std::process::Command::new(strata_tests::strata_bin())
+        .args(["serve", "--metrics-listen", "nonsense", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--metrics-listen") && err.contains("nonsense"),
+        "{err}"
+    );
+}
