@@ -17,7 +17,9 @@ fn shell_block(heading: &str) -> String {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
     )
     .unwrap();
-    let after = &doc[doc.find(heading).unwrap_or_else(|| panic!("no {heading:?}"))..];
+    let after = &doc[doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"))..];
     let start = after.find("```sh\n").expect("a sh block") + 6;
     let end = start + after[start..].find("```").expect("block end");
     after[start..end].to_owned()
@@ -31,7 +33,8 @@ fn run_shell(script: &str, envs: &[(&str, &Path)]) {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut cmd = Command::new("bash");
-    cmd.args(["-euo", "pipefail", "-c", script]).env("PATH", path);
+    cmd.args(["-euo", "pipefail", "-c", script])
+        .env("PATH", path);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -71,7 +74,11 @@ fn the_documented_backup_of_a_running_server_restores_every_acknowledged_append(
     }
     std::thread::sleep(Duration::from_millis(1500));
     let before: HashSet<(String, u64)> = acked.lock().unwrap().iter().cloned().collect();
-    assert!(before.len() > 100, "the writers made progress: {}", before.len());
+    assert!(
+        before.len() > 100,
+        "the writers made progress: {}",
+        before.len()
+    );
     run_shell(
         &shell_block("### Backup procedure"),
         &[("DATA_DIR", data.path()), ("BACKUP_DIR", &backup)],
@@ -103,7 +110,9 @@ fn the_documented_backup_of_a_running_server_restores_every_acknowledged_append(
         for w in 0..4 {
             let stream = format!("b-{w}");
             let events: Vec<_> = futures::TryStreamExt::try_collect(
-                c.read_stream(&stream, ReadOptions::default()).await.unwrap(),
+                c.read_stream(&stream, ReadOptions::default())
+                    .await
+                    .unwrap(),
             )
             .await
             .unwrap();
@@ -113,6 +122,9 @@ fn the_documented_backup_of_a_running_server_restores_every_acknowledged_append(
             }
         }
         let missing: Vec<_> = before.difference(&found).take(5).collect();
-        assert!(missing.is_empty(), "acknowledged before the backup but missing: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "acknowledged before the backup but missing: {missing:?}"
+        );
     });
 }

@@ -151,3 +151,72 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("locked by another process"));
 }
+
+#[test]
+fn health_answers_not_serving_while_recovery_runs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // A store whose index must be rebuilt from a million events at start-up.
+    {
+        let mut config = strata_engine::Config::new(dir.path());
+        config.durability = strata_engine::Durability::NoSync;
+        let engine = strata_engine::Engine::open(config).unwrap();
+        rt().block_on(async {
+            for batch in 0..1000u64 {
+                let events = (0..1000)
+                    .map(|i| strata_engine::EventData::json("E", format!("{{\"i\":{i}}}")))
+                    .collect();
+                engine
+                    .append(
+                        &format!("r-{batch}"),
+                        strata_engine::ExpectedRevision::Any,
+                        events,
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+        engine.close().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let mut child = std::process::Command::new(strata_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(at) = line.find("health checks on ") {
+            let rest = &line[at + 17..];
+            break rest[..rest.find(' ').unwrap()].to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let url = format!("http://{addr}");
+    let mut seen = Vec::new();
+    for _ in 0..3000 {
+        let out = std::process::Command::new(strata_bin())
+            .args(["health", "--server", &url, "--timeout", "5"])
+            .output()
+            .unwrap();
+        let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        if status == "SERVING" {
+            assert_eq!(out.status.code(), Some(0));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("NOT_SERVING"),
+        "statuses seen: {seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("SERVING"), "{seen:?}");
+}
