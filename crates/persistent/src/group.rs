@@ -466,7 +466,9 @@ impl Group {
             .collect();
         for id in mine {
             if let Some(f) = self.in_flight.remove(&id) {
-                self.retry_later(f.msg, Duration::ZERO).await;
+                let mut msg = f.msg;
+                msg.last_reason = Some("its consumer disconnected".into());
+                self.retry_later(msg, Duration::ZERO).await;
             }
         }
     }
@@ -509,7 +511,7 @@ impl Group {
             return;
         }
         let reason = format!(
-            "{what} for {} event ID(s) not in flight in group '{}' on '{}' (unknown, already settled, or timed out and redelivered elsewhere); ignored",
+            "{what} for {} event ID(s) not in flight in group '{}' on '{}' (unknown, or already acked, skipped or parked); ignored",
             ids.len(),
             self.name,
             self.target

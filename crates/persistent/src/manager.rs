@@ -124,14 +124,20 @@ impl Groups {
         let (stored, config_last) = store::load_groups(&engine)?;
         let mut groups = HashMap::new();
         for g in stored {
-            let handle = spawn(
+            // One group that cannot start must not keep the server (and the others) down.
+            match spawn(
                 engine.clone(),
                 g.target.clone(),
                 g.group.clone(),
                 g.incarnation,
                 g.settings,
-            )?;
-            groups.insert((g.target, g.group), handle);
+            ) {
+                Ok(handle) => {
+                    groups.insert((g.target, g.group), handle);
+                }
+                Err(e) => tracing::error!(target_stream = %g.target, group = %g.group, error = %e,
+                    "persistent subscription group cannot start; it stays stored but inactive"),
+            }
         }
         if !groups.is_empty() {
             tracing::info!(
@@ -180,15 +186,33 @@ impl Groups {
             store::write_config(&self.engine, reg.config_last, ConfigKind::Created, &change)
                 .await?;
         reg.config_last = Some(rev);
-        let handle = spawn(
+        match spawn(
             self.engine.clone(),
-            target,
+            target.clone(),
             group.to_owned(),
             incarnation,
             settings,
-        )?;
-        reg.groups.insert(key, handle);
-        Ok(())
+        ) {
+            Ok(handle) => {
+                reg.groups.insert(key, handle);
+                Ok(())
+            }
+            Err(e) => {
+                // Take the create back, so a restart does not meet a group that cannot start.
+                let undo = ConfigEvent {
+                    target,
+                    group: group.to_owned(),
+                    settings: None,
+                };
+                if let Ok((rev, _)) =
+                    store::write_config(&self.engine, reg.config_last, ConfigKind::Deleted, &undo)
+                        .await
+                {
+                    reg.config_last = Some(rev);
+                }
+                Err(e)
+            }
+        }
     }
 
     fn resolve_start(&self, target: &Target, start: StartFrom) -> Result<StartFrom> {

@@ -305,7 +305,10 @@ pub fn validate_group_name(target: &Target, group: &str) -> Result<()> {
             "must not contain control characters",
         ));
     }
-    let longest = crate::store::parked_stream(target, group).len() + 1;
+    // The checkpoint stream has the longest name; its metadata stream adds "$$".
+    let longest = crate::store::checkpoint_stream(target, group)
+        .len()
+        .max(crate::store::parked_stream(target, group).len() + 2);
     if longest > strata_engine::MAX_STREAM_NAME {
         return Err(Error::invalid(
             "group",
@@ -362,6 +365,21 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.validate(&Target::All).is_err());
+    }
+
+    #[test]
+    fn group_names_that_would_make_system_stream_names_too_long_are_refused() {
+        let t = Target::Stream("orders".into());
+        let fits = "g".repeat(strata_engine::MAX_STREAM_NAME - checkpoint_overhead("orders"));
+        validate_group_name(&t, &fits).unwrap();
+        let over = format!("{fits}g");
+        let e = validate_group_name(&t, &over).unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
+        assert!(validate_group_name(&t, "").is_err());
+    }
+
+    fn checkpoint_overhead(stream: &str) -> usize {
+        crate::store::checkpoint_stream(&Target::Stream(stream.into()), "").len()
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub struct StoredGroup {
 /// Reads the config stream. Returns the live groups and the stream's last revision.
 pub fn load_groups(engine: &Engine) -> Result<(Vec<StoredGroup>, Option<u64>)> {
     let mut groups: Vec<StoredGroup> = Vec::new();
+    let mut incarnations: std::collections::HashMap<(Target, String), u64> = Default::default();
     let mut from = 0;
     let mut last = None;
     loop {
@@ -86,15 +87,20 @@ pub fn load_groups(engine: &Engine) -> Result<(Vec<StoredGroup>, Option<u64>)> {
             groups.retain(|g| !(g.target == change.target && g.group == change.group));
             match (ev.event_type.as_str(), change.settings) {
                 (GROUP_DELETED, _) => {}
-                (GROUP_CREATED, Some(settings)) => groups.push(StoredGroup {
-                    target: change.target,
-                    group: change.group,
-                    settings,
-                    incarnation: ev.position,
-                }),
+                (GROUP_CREATED, Some(settings)) => {
+                    incarnations.insert((change.target.clone(), change.group.clone()), ev.position);
+                    groups.push(StoredGroup {
+                        target: change.target,
+                        group: change.group,
+                        settings,
+                        incarnation: ev.position,
+                    })
+                }
                 (GROUP_UPDATED, Some(settings)) => {
                     // An update keeps the incarnation of the create before it.
-                    let incarnation = find_incarnation(engine, &change.target, &change.group)?
+                    let incarnation = incarnations
+                        .get(&(change.target.clone(), change.group.clone()))
+                        .copied()
                         .unwrap_or(ev.position);
                     groups.push(StoredGroup {
                         target: change.target,
@@ -114,28 +120,6 @@ pub fn load_groups(engine: &Engine) -> Result<(Vec<StoredGroup>, Option<u64>)> {
         match slice.next_revision {
             Some(n) if !slice.events.is_empty() => from = n,
             _ => return Ok((groups, last)),
-        }
-    }
-}
-
-/// The position of the latest create of this group (scanning the config stream backwards).
-fn find_incarnation(engine: &Engine, target: &Target, group: &str) -> Result<Option<u64>> {
-    let mut from = StreamFrom::End;
-    loop {
-        let slice = engine.read_stream(CONFIG_STREAM, from, Direction::Backwards, 1000)?;
-        for ev in &slice.events {
-            if ev.event_type != GROUP_CREATED {
-                continue;
-            }
-            let change: ConfigEvent =
-                serde_json::from_slice(&ev.data).map_err(|e| bad(CONFIG_STREAM, e))?;
-            if &change.target == target && change.group == group {
-                return Ok(Some(ev.position));
-            }
-        }
-        match slice.next_revision {
-            Some(n) if !slice.events.is_empty() => from = StreamFrom::Revision(n),
-            _ => return Ok(None),
         }
     }
 }
