@@ -72,7 +72,7 @@ ok() {
 if [[ -z ${STRATA_BIN:-} ]]; then
   say "building the release binary (cargo build --release --locked -p strata-server)"
   cargo build --release --locked -p strata-server
-  STRATA_BIN=$root/target/release/strata
+  STRATA_BIN=${CARGO_TARGET_DIR:-$root/target}/release/strata
 fi
 [[ $STRATA_BIN == /* ]] || STRATA_BIN=$root/$STRATA_BIN
 [[ -x $STRATA_BIN ]] || fail "STRATA_BIN=$STRATA_BIN is not an executable"
