@@ -3,6 +3,7 @@
 mod cli;
 mod convert;
 mod info;
+mod kurrent;
 mod metrics;
 mod persistent;
 mod serve;

@@ -16,9 +16,18 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 use crate::info::InfoService;
+use crate::kurrent::cluster::{KurrentFeatures, KurrentGossip};
+use crate::kurrent::persistent::KurrentPersistent;
+use crate::kurrent::streams::KurrentStreams;
 use crate::persistent::PersistentService;
 use crate::streams::StreamsService;
 use crate::subscriptions::SubscriptionsService;
+use strata_kurrentdb_proto::event_store::client::{
+    gossip::gossip_server::GossipServer as KGossipServer,
+    persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer as KPersistentServer,
+    server_features::server_features_server::ServerFeaturesServer as KFeaturesServer,
+    streams::streams_server::StreamsServer as KStreamsServer,
+};
 
 /// Services reported by `grpc.health.v1` ("" is the server as a whole).
 const SERVICES: [&str; 5] = [
@@ -202,12 +211,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         shutdown_rx.clone(),
     ));
     let info = ServerServer::new(InfoService::new(engine.clone()));
+    let k_streams = KStreamsServer::new(KurrentStreams::new(engine.clone(), shutdown_rx.clone()))
+        .max_decoding_message_size(64 * 1024 * 1024);
     let groups = Groups::open(engine.clone())
         .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?;
     let persistent = PersistentSubscriptionsServer::new(PersistentService::new(
         groups.clone(),
         shutdown_rx.clone(),
     ));
+    let k_persistent =
+        KPersistentServer::new(KurrentPersistent::new(groups.clone(), shutdown_rx.clone()));
     for name in SERVICES {
         health
             .set_service_status(name, ServingStatus::Serving)
@@ -252,6 +265,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .add_service(subscriptions)
         .add_service(persistent)
         .add_service(info)
+        // The KurrentDB client protocol v1, for existing KurrentDB clients.
+        .add_service(k_streams)
+        .add_service(k_persistent)
+        .add_service(KGossipServer::new(KurrentGossip))
+        .add_service(KFeaturesServer::new(KurrentFeatures))
         .serve_with_incoming_shutdown(
             // Small gRPC frames must not wait for Nagle's algorithm.
             accepted(listener),

@@ -582,6 +582,18 @@ impl Engine {
         self.shared.end_tx.subscribe()
     }
 
+    /// One stream's summary; `None` when it was never written.
+    pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
+        self.shared.index.with_stream(stream, |st| {
+            st.map(|st| StreamInfo {
+                name: stream.to_owned(),
+                last_revision: st.last_revision,
+                soft_deleted: st.last_revision.is_some() && !st.has_visible() && !st.tombstoned,
+                tombstoned: st.tombstoned,
+            })
+        })
+    }
+
     /// Every stream with a state (including `$$` metadata streams), in no particular order.
     pub fn list_streams(&self) -> Vec<StreamInfo> {
         self.shared

@@ -1,0 +1,123 @@
+//! `event_store.client.gossip.Gossip` (a one-member cluster: this server, the leader) and
+//! `event_store.client.server_features.ServerFeatures` (what this mapping implements).
+
+use std::sync::LazyLock;
+
+use strata_kurrentdb_proto::event_store::client::{
+    self as kc, gossip as kg, server_features as kf,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::uuid_to;
+
+static INSTANCE: LazyLock<Uuid> = LazyLock::new(Uuid::new_v4);
+
+pub struct KurrentGossip;
+
+#[tonic::async_trait]
+impl kg::gossip_server::Gossip for KurrentGossip {
+    async fn read(&self, request: Request<kc::Empty>) -> Result<Response<kg::ClusterInfo>, Status> {
+        // Advertise the address the client reached us on.
+        let local = request
+            .local_addr()
+            .ok_or_else(|| Status::internal("the connection's local address is unknown"))?;
+        let ticks = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            / 100;
+        Ok(Response::new(kg::ClusterInfo {
+            members: vec![kg::MemberInfo {
+                instance_id: Some(uuid_to(*INSTANCE, false)),
+                time_stamp: ticks as i64,
+                state: kg::member_info::VNodeState::Leader as i32,
+                is_alive: true,
+                http_end_point: Some(kg::EndPoint {
+                    address: local.ip().to_string(),
+                    port: u32::from(local.port()),
+                }),
+            }],
+        }))
+    }
+}
+
+pub struct KurrentFeatures;
+
+/// (service, method, features): the KurrentDB RPCs this server implements.
+const METHODS: &[(&str, &str, &[&str])] = &[
+    (
+        "event_store.client.streams.streams",
+        "read",
+        &["position", "events"],
+    ),
+    ("event_store.client.streams.streams", "append", &[]),
+    (
+        "event_store.client.streams.streams",
+        "batchappend",
+        &["deadline_duration"],
+    ),
+    ("event_store.client.streams.streams", "delete", &[]),
+    ("event_store.client.streams.streams", "tombstone", &[]),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "create",
+        &["stream", "all"],
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "update",
+        &["stream", "all"],
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "delete",
+        &["stream", "all"],
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "read",
+        &["stream", "all"],
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "getinfo",
+        &["stream", "all"],
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "replayparked",
+        &["stream", "all"],
+    ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "list",
+        &["stream", "all"],
+    ),
+    ("event_store.client.gossip.gossip", "read", &[]),
+    (
+        "event_store.client.server_features.serverfeatures",
+        "getsupportedmethods",
+        &[],
+    ),
+];
+
+#[tonic::async_trait]
+impl kf::server_features_server::ServerFeatures for KurrentFeatures {
+    async fn get_supported_methods(
+        &self,
+        _request: Request<kc::Empty>,
+    ) -> Result<Response<kf::SupportedMethods>, Status> {
+        Ok(Response::new(kf::SupportedMethods {
+            methods: METHODS
+                .iter()
+                .map(|(service, method, features)| kf::SupportedMethod {
+                    method_name: (*method).into(),
+                    service_name: (*service).into(),
+                    features: features.iter().map(|f| (*f).into()).collect(),
+                })
+                .collect(),
+            event_store_server_version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+}

@@ -1,0 +1,572 @@
+//! `event_store.client.persistent_subscriptions.PersistentSubscriptions`, mapped onto
+//! Strata's consumer groups.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_kurrentdb_proto::event_store::client::{self as kc, persistent_subscriptions as kp};
+use strata_persistent::{
+    ConsumerStrategy, Delivery, FilterSpec, GroupInfo, GroupStatus, Groups, NackAction, Settings,
+    SettingsPatch, StartFrom, Target,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::from_strata;
+use super::{event_parts, from_commit, stream_name, to_commit, uuid_from};
+use crate::convert::event_to_proto;
+use crate::status::from_persistent;
+
+pub struct KurrentPersistent {
+    groups: Arc<Groups>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl KurrentPersistent {
+    pub fn new(groups: Arc<Groups>, shutdown: watch::Receiver<bool>) -> Self {
+        KurrentPersistent { groups, shutdown }
+    }
+}
+
+fn err(e: strata_persistent::Error) -> Status {
+    from_strata(from_persistent(e))
+}
+
+fn target_of(id: Option<&kc::StreamIdentifier>, all: bool) -> Result<Target, Status> {
+    if all {
+        Ok(Target::All)
+    } else {
+        Ok(Target::Stream(stream_name(id)?))
+    }
+}
+
+fn strategy(name: &str, named: i32) -> Result<ConsumerStrategy, Status> {
+    if name.is_empty() {
+        return Ok(match named {
+            1 => ConsumerStrategy::RoundRobin,
+            2 => ConsumerStrategy::Pinned,
+            _ => ConsumerStrategy::DispatchToSingle,
+        });
+    }
+    ConsumerStrategy::parse(name).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "consumer strategy {name:?} is not supported: use RoundRobin, DispatchToSingle or Pinned"
+        ))
+    })
+}
+
+fn strategy_name(s: ConsumerStrategy) -> &'static str {
+    match s {
+        ConsumerStrategy::RoundRobin => "RoundRobin",
+        ConsumerStrategy::DispatchToSingle => "DispatchToSingle",
+        ConsumerStrategy::Pinned => "Pinned",
+    }
+}
+
+/// The fields shared by the create and update settings messages.
+struct Common {
+    message_timeout_ms: Option<u64>,
+    checkpoint_after_ms: Option<u64>,
+    max_retry_count: i32,
+    max_checkpoint_count: i32,
+    max_subscriber_count: i32,
+    live_buffer_size: i32,
+    read_batch_size: i32,
+}
+
+fn ms_or_ticks(ms: Option<i32>, ticks: Option<i64>) -> Option<u64> {
+    match (ms, ticks) {
+        (Some(ms), _) => Some(ms.max(0) as u64),
+        (None, Some(t)) => Some((t.max(0) / 10_000) as u64),
+        (None, None) => None,
+    }
+}
+
+fn patch(c: &Common) -> SettingsPatch {
+    let positive = |v: i32| (v > 0).then_some(v as u32);
+    SettingsPatch {
+        filter: None,
+        strategy: None,
+        max_retry_count: Some(c.max_retry_count.max(0) as u32),
+        message_timeout_ms: c.message_timeout_ms,
+        max_in_flight_per_consumer: None,
+        live_buffer_size: positive(c.live_buffer_size),
+        read_batch_size: positive(c.read_batch_size),
+        checkpoint_after_count: positive(c.max_checkpoint_count),
+        checkpoint_after_ms: c.checkpoint_after_ms.map(|ms| ms.max(1)),
+        max_consumers: Some(c.max_subscriber_count.max(0) as u32),
+    }
+}
+
+fn create_common(s: &kp::create_req::Settings) -> Common {
+    use kp::create_req::settings::{CheckpointAfter, MessageTimeout};
+    Common {
+        message_timeout_ms: match s.message_timeout {
+            Some(MessageTimeout::MessageTimeoutMs(ms)) => ms_or_ticks(Some(ms), None),
+            Some(MessageTimeout::MessageTimeoutTicks(t)) => ms_or_ticks(None, Some(t)),
+            None => None,
+        },
+        checkpoint_after_ms: match s.checkpoint_after {
+            Some(CheckpointAfter::CheckpointAfterMs(ms)) => ms_or_ticks(Some(ms), None),
+            Some(CheckpointAfter::CheckpointAfterTicks(t)) => ms_or_ticks(None, Some(t)),
+            None => None,
+        },
+        max_retry_count: s.max_retry_count,
+        max_checkpoint_count: s.max_checkpoint_count,
+        max_subscriber_count: s.max_subscriber_count,
+        live_buffer_size: s.live_buffer_size,
+        read_batch_size: s.read_batch_size,
+    }
+}
+
+fn update_common(s: &kp::update_req::Settings) -> Common {
+    use kp::update_req::settings::{CheckpointAfter, MessageTimeout};
+    Common {
+        message_timeout_ms: match s.message_timeout {
+            Some(MessageTimeout::MessageTimeoutMs(ms)) => ms_or_ticks(Some(ms), None),
+            Some(MessageTimeout::MessageTimeoutTicks(t)) => ms_or_ticks(None, Some(t)),
+            None => None,
+        },
+        checkpoint_after_ms: match s.checkpoint_after {
+            Some(CheckpointAfter::CheckpointAfterMs(ms)) => ms_or_ticks(Some(ms), None),
+            Some(CheckpointAfter::CheckpointAfterTicks(t)) => ms_or_ticks(None, Some(t)),
+            None => None,
+        },
+        max_retry_count: s.max_retry_count,
+        max_checkpoint_count: s.max_checkpoint_count,
+        max_subscriber_count: s.max_subscriber_count,
+        live_buffer_size: s.live_buffer_size,
+        read_batch_size: s.read_batch_size,
+    }
+}
+
+fn all_filter(f: kp::create_req::all_options::FilterOptions) -> Option<FilterSpec> {
+    use kp::create_req::all_options::filter_options::Filter;
+    let (on_event_type, e) = match f.filter? {
+        Filter::StreamIdentifier(e) => (false, e),
+        Filter::EventType(e) => (true, e),
+    };
+    if e.prefix.is_empty() && e.regex.is_empty() {
+        return None;
+    }
+    // Prefixes win over a regex when both are sent.
+    let regex = if e.prefix.is_empty() {
+        e.regex
+    } else {
+        String::new()
+    };
+    Some(FilterSpec {
+        on_event_type,
+        prefixes: e.prefix,
+        regex,
+    })
+}
+
+fn position_text(target: &Target, strata_position: Option<u64>) -> String {
+    match (target, strata_position) {
+        (Target::Stream(_), Some(r)) => r.to_string(),
+        (Target::Stream(_), None) => "-1".into(),
+        (Target::All, Some(p)) => format!("C:{c}/P:{c}", c = to_commit(p)),
+        (Target::All, None) => "C:-1/P:-1".into(),
+    }
+}
+
+fn info_to_kurrent(i: GroupInfo) -> kp::SubscriptionInfo {
+    let s = &i.settings;
+    let start_from = match (&i.target, s.start_from) {
+        (Target::Stream(_), StartFrom::Start) => "0".to_owned(),
+        (Target::All, StartFrom::Start) => "C:0/P:0".to_owned(),
+        (Target::Stream(_), StartFrom::End) | (Target::All, StartFrom::End) => {
+            position_text(&i.target, None)
+        }
+        (_, StartFrom::Revision(r)) => r.to_string(),
+        (_, StartFrom::Position(p)) => position_text(&Target::All, Some(p)),
+    };
+    let rate: f64 = i.consumers.iter().map(|c| c.ack_rate).sum();
+    let total: u64 = i.consumers.iter().map(|c| c.acked).sum();
+    kp::SubscriptionInfo {
+        event_source: i.target.to_string(),
+        group_name: i.group.clone(),
+        status: match i.status {
+            GroupStatus::Live => "Live",
+            GroupStatus::CatchingUp => "CatchingUp",
+            GroupStatus::Idle => "Idle",
+            GroupStatus::StreamDeleted => "StreamDeleted",
+        }
+        .into(),
+        connections: i
+            .consumers
+            .iter()
+            .map(|c| kp::subscription_info::ConnectionInfo {
+                from: c.name.clone(),
+                username: String::new(),
+                average_items_per_second: c.ack_rate as i32,
+                total_items: c.acked as i64,
+                count_since_last_measurement: 0,
+                observed_measurements: Vec::new(),
+                available_slots: c.capacity.saturating_sub(c.in_flight) as i32,
+                in_flight_messages: c.in_flight as i32,
+                connection_name: format!("{}#{}", c.name, c.id),
+            })
+            .collect(),
+        average_per_second: rate as i32,
+        total_items: total as i64,
+        count_since_last_measurement: 0,
+        last_checkpointed_event_position: match i.last_checkpoint {
+            Some(cp) if cp > 0 => match &i.target {
+                Target::Stream(_) => (cp - 1).to_string(),
+                Target::All => format!("C:{cp}/P:{cp}"),
+            },
+            _ => String::new(),
+        },
+        last_known_event_position: i
+            .last_delivered
+            .map(|d| position_text(&i.target, Some(d)))
+            .unwrap_or_default(),
+        resolve_link_tos: false,
+        start_from,
+        message_timeout_milliseconds: s.message_timeout_ms.min(i32::MAX as u64) as i32,
+        extra_statistics: false,
+        max_retry_count: s.max_retry_count.min(i32::MAX as u32) as i32,
+        live_buffer_size: s.live_buffer_size as i32,
+        buffer_size: s.live_buffer_size as i32,
+        read_batch_size: s.read_batch_size as i32,
+        check_point_after_milliseconds: s.checkpoint_after_ms.min(i32::MAX as u64) as i32,
+        min_check_point_count: 1,
+        max_check_point_count: s.checkpoint_after_count.min(i32::MAX as u32) as i32,
+        read_buffer_count: i.buffered as i32,
+        live_buffer_count: i.buffered as i64,
+        retry_buffer_count: i.retry_queued as i32,
+        total_in_flight_messages: i.in_flight as i32,
+        outstanding_messages_count: i.in_flight as i32,
+        named_consumer_strategy: strategy_name(s.strategy).into(),
+        max_subscriber_count: s.max_consumers as i32,
+        parked_message_count: i.parked as i64,
+    }
+}
+
+#[tonic::async_trait]
+impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPersistent {
+    #[allow(deprecated)]
+    async fn create(
+        &self,
+        request: Request<kp::CreateReq>,
+    ) -> Result<Response<kp::CreateResp>, Status> {
+        use kp::create_req::{
+            all_options::{AllOption, FilterOption},
+            options::StreamOption,
+            stream_options::RevisionOption,
+        };
+        let o = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("CreateReq.options is required"))?;
+        let s = o.settings.clone().unwrap_or_default();
+        let mut settings = patch(&create_common(&s)).apply(&Settings::default());
+        settings.strategy = strategy(&s.consumer_strategy, s.named_consumer_strategy)?;
+        #[allow(deprecated)]
+        let (target, start) = match o.stream_option {
+            Some(StreamOption::Stream(so)) => (
+                Target::Stream(stream_name(so.stream_identifier.as_ref())?),
+                match so.revision_option {
+                    Some(RevisionOption::Revision(r)) => StartFrom::Revision(r),
+                    Some(RevisionOption::Start(_)) => StartFrom::Start,
+                    Some(RevisionOption::End(_)) | None => StartFrom::End,
+                },
+            ),
+            Some(StreamOption::All(a)) => {
+                if let Some(FilterOption::Filter(f)) = a.filter_option {
+                    settings.filter = all_filter(f);
+                }
+                (
+                    Target::All,
+                    match a.all_option {
+                        Some(AllOption::Position(p)) => from_commit(p.commit_position)
+                            .map_or(StartFrom::Start, StartFrom::Position),
+                        Some(AllOption::Start(_)) => StartFrom::Start,
+                        Some(AllOption::End(_)) | None => StartFrom::End,
+                    },
+                )
+            }
+            // Older clients: the deprecated stream identifier, from the deprecated revision.
+            None => (
+                Target::Stream(stream_name(o.stream_identifier.as_ref())?),
+                StartFrom::Revision(s.revision),
+            ),
+        };
+        settings.start_from = start;
+        self.groups
+            .create(target, &o.group_name, settings)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(kp::CreateResp {}))
+    }
+
+    async fn update(
+        &self,
+        request: Request<kp::UpdateReq>,
+    ) -> Result<Response<kp::UpdateResp>, Status> {
+        use kp::update_req::options::StreamOption;
+        let o = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("UpdateReq.options is required"))?;
+        #[allow(deprecated)]
+        let target = match &o.stream_option {
+            Some(StreamOption::Stream(so)) => target_of(so.stream_identifier.as_ref(), false)?,
+            Some(StreamOption::All(_)) => Target::All,
+            None => target_of(o.stream_identifier.as_ref(), false)?,
+        };
+        let s = o.settings.unwrap_or_default();
+        let mut p = patch(&update_common(&s));
+        p.strategy = Some(strategy("", s.named_consumer_strategy)?);
+        self.groups
+            .update(&target, &o.group_name, &p)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(kp::UpdateResp {}))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<kp::DeleteReq>,
+    ) -> Result<Response<kp::DeleteResp>, Status> {
+        use kp::delete_req::options::StreamOption;
+        let o = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("DeleteReq.options is required"))?;
+        let target = match &o.stream_option {
+            Some(StreamOption::StreamIdentifier(id)) => target_of(Some(id), false)?,
+            Some(StreamOption::All(_)) => Target::All,
+            None => return Err(Status::invalid_argument("DeleteReq needs a stream or all")),
+        };
+        self.groups
+            .delete(&target, &o.group_name)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(kp::DeleteResp {}))
+    }
+
+    type ReadStream = ReceiverStream<Result<kp::ReadResp, Status>>;
+
+    async fn read(
+        &self,
+        request: Request<Streaming<kp::ReadReq>>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        use kp::read_req::{options::uuid_option::Content as U, options::StreamOption, Content};
+        if *self.shutdown.borrow() {
+            return Err(crate::status::shutting_down());
+        }
+        let mut input = request.into_inner();
+        let o = match input.message().await? {
+            Some(kp::ReadReq {
+                content: Some(Content::Options(o)),
+            }) => o,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first ReadReq must carry options",
+                ))
+            }
+        };
+        let target = match &o.stream_option {
+            Some(StreamOption::StreamIdentifier(id)) => target_of(Some(id), false)?,
+            Some(StreamOption::All(_)) => Target::All,
+            None => {
+                return Err(Status::invalid_argument(
+                    "ReadReq.options needs a stream or all",
+                ))
+            }
+        };
+        let structured = matches!(
+            o.uuid_option.as_ref().and_then(|u| u.content.as_ref()),
+            Some(U::Structured(_))
+        );
+        let capacity = o.buffer_size.max(1) as u32;
+        let consumer = self
+            .groups
+            .connect(&target, &o.group_name, "kurrentdb-client", capacity)
+            .await
+            .map_err(err)?;
+        let (out, rx) = mpsc::channel(256);
+        let _ = out
+            .send(Ok(kp::ReadResp {
+                content: Some(kp::read_resp::Content::SubscriptionConfirmation(
+                    kp::read_resp::SubscriptionConfirmation {
+                        subscription_id: format!("{}::{}", target, o.group_name),
+                    },
+                )),
+            }))
+            .await;
+        let strata_persistent::Consumer {
+            mut events,
+            control,
+            ..
+        } = consumer;
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    d = events.next() => d,
+                    _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
+                        let _ = out.send(Err(crate::status::shutting_down())).await;
+                        return;
+                    }
+                };
+                let m = match next {
+                    None => return,
+                    // KurrentDB ignores acks of unknown IDs; so do its clients.
+                    Some(Ok(Delivery::Rejected { .. })) => continue,
+                    Some(Err(e)) => {
+                        let _ = out.send(Err(err(e))).await;
+                        return;
+                    }
+                    Some(Ok(Delivery::Event { event, retry_count })) => {
+                        let p = event_parts(event_to_proto(event), structured);
+                        use kp::read_resp::read_event::{Count, Position};
+                        kp::ReadResp {
+                            content: Some(kp::read_resp::Content::Event(
+                                kp::read_resp::ReadEvent {
+                                    event: Some(kp::read_resp::read_event::RecordedEvent {
+                                        id: Some(p.id),
+                                        stream_identifier: Some(p.stream_identifier),
+                                        stream_revision: p.stream_revision,
+                                        prepare_position: p.position,
+                                        commit_position: p.position,
+                                        metadata: p.metadata,
+                                        custom_metadata: p.custom_metadata,
+                                        data: p.data,
+                                    }),
+                                    link: None,
+                                    position: Some(Position::CommitPosition(p.position)),
+                                    count: Some(Count::RetryCount(
+                                        retry_count.min(i32::MAX as u32) as i32,
+                                    )),
+                                },
+                            )),
+                        }
+                    }
+                };
+                if out.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            use kp::read_req::nack::Action;
+            while let Ok(Some(req)) = input.message().await {
+                match req.content {
+                    Some(Content::Ack(a)) => {
+                        let ids: Vec<_> = a
+                            .ids
+                            .iter()
+                            .filter_map(|u| uuid_from(Some(u)).ok().flatten())
+                            .collect();
+                        if !ids.is_empty() {
+                            control.ack(ids);
+                        }
+                    }
+                    Some(Content::Nack(n)) => {
+                        let ids: Vec<_> = n
+                            .ids
+                            .iter()
+                            .filter_map(|u| uuid_from(Some(u)).ok().flatten())
+                            .collect();
+                        let action = match Action::try_from(n.action) {
+                            Ok(Action::Park) => NackAction::Park,
+                            Ok(Action::Skip) => NackAction::Skip,
+                            Ok(Action::Stop) => NackAction::Stop,
+                            _ => NackAction::Retry {
+                                delay: Duration::ZERO,
+                            },
+                        };
+                        control.nack(ids, action, n.reason);
+                    }
+                    _ => {}
+                }
+            }
+            drop(control);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_info(
+        &self,
+        request: Request<kp::GetInfoReq>,
+    ) -> Result<Response<kp::GetInfoResp>, Status> {
+        use kp::get_info_req::options::StreamOption;
+        let o = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("GetInfoReq.options is required"))?;
+        let target = match &o.stream_option {
+            Some(StreamOption::StreamIdentifier(id)) => target_of(Some(id), false)?,
+            Some(StreamOption::All(_)) => Target::All,
+            None => return Err(Status::invalid_argument("GetInfoReq needs a stream or all")),
+        };
+        let info = self
+            .groups
+            .info(&target, &o.group_name)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(kp::GetInfoResp {
+            subscription_info: Some(info_to_kurrent(info)),
+        }))
+    }
+
+    async fn replay_parked(
+        &self,
+        request: Request<kp::ReplayParkedReq>,
+    ) -> Result<Response<kp::ReplayParkedResp>, Status> {
+        use kp::replay_parked_req::options::{StopAtOption, StreamOption};
+        let o = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("ReplayParkedReq.options is required"))?;
+        let target = match &o.stream_option {
+            Some(StreamOption::StreamIdentifier(id)) => target_of(Some(id), false)?,
+            Some(StreamOption::All(_)) => Target::All,
+            None => {
+                return Err(Status::invalid_argument(
+                    "ReplayParkedReq needs a stream or all",
+                ))
+            }
+        };
+        let max = match o.stop_at_option {
+            Some(StopAtOption::StopAt(n)) if n >= 0 => Some(n as u64),
+            _ => None,
+        };
+        self.groups
+            .replay_parked(&target, &o.group_name, max)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(kp::ReplayParkedResp {}))
+    }
+
+    async fn list(&self, request: Request<kp::ListReq>) -> Result<Response<kp::ListResp>, Status> {
+        use kp::list_req::{options::ListOption, stream_option::StreamOption};
+        let o = request.into_inner().options.unwrap_or_default();
+        let target = match o.list_option {
+            Some(ListOption::ListForStream(s)) => match s.stream_option {
+                Some(StreamOption::Stream(id)) => Some(target_of(Some(&id), false)?),
+                Some(StreamOption::All(_)) => Some(Target::All),
+                None => None,
+            },
+            _ => None,
+        };
+        let groups = self.groups.list(target.as_ref()).await.map_err(err)?;
+        Ok(Response::new(kp::ListResp {
+            subscriptions: groups.into_iter().map(info_to_kurrent).collect(),
+        }))
+    }
+
+    async fn restart_subsystem(
+        &self,
+        _request: Request<kc::Empty>,
+    ) -> Result<Response<kc::Empty>, Status> {
+        Err(Status::unimplemented(
+            "RestartSubsystem is not supported by Strata: consumer groups restart with the server",
+        ))
+    }
+}

@@ -1,0 +1,203 @@
+//! KurrentDB client compatibility against the real server: the official Python client
+//! (kurrentdbclient, installed into a virtualenv under the target directory on first use) runs
+//! tests/compat/kurrentdb_smoke.py; the generated v1 stubs check what that client does not
+//! touch (structured UUIDs, ServerFeatures, Gossip, unimplemented calls, error texts).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use strata_kurrentdb_proto::event_store::client::{
+    self as kc, gossip::gossip_client::GossipClient,
+    persistent_subscriptions::persistent_subscriptions_client::PersistentSubscriptionsClient,
+    server_features::server_features_client::ServerFeaturesClient, streams as ks,
+    streams::streams_client::StreamsClient,
+};
+use strata_tests::{rt, strata_bin, Server};
+
+/// The pinned client version: its error handling changed within 1.x.
+const CLIENT: &str = "kurrentdbclient==1.3.5";
+
+/// A Python with the KurrentDB client installed (a virtualenv next to the build).
+fn python() -> PathBuf {
+    let target = strata_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_owned();
+    let venv = target.join("kurrentdb-venv");
+    let py = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import kurrentdbclient"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&py) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for the KurrentDB client test");
+        assert!(made.success(), "python3 -m venv {} failed", venv.display());
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", CLIENT])
+            .status()
+            .expect("run pip");
+        assert!(
+            pip.success(),
+            "pip install {CLIENT} failed (PyPI must be reachable)"
+        );
+        assert!(ready(&py), "{CLIENT} installed but cannot be imported");
+    }
+    py
+}
+
+#[test]
+fn the_official_python_client_works_unchanged() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = format!("kurrentdb://{}?tls=false", server.addr);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/kurrentdb_smoke.py");
+    let out = Command::new(py).arg(script).arg(&url).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("compat: 1 passed, 0 failed"),
+        "stdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+}
+
+fn uuid_option(structured: bool) -> ks::read_req::options::UuidOption {
+    use ks::read_req::options::uuid_option::Content;
+    ks::read_req::options::UuidOption {
+        content: Some(if structured {
+            Content::Structured(kc::Empty {})
+        } else {
+            Content::String(kc::Empty {})
+        }),
+    }
+}
+
+#[test]
+fn v1_stubs_see_features_gossip_structured_uuids_and_kurrentdb_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let url = server.url();
+        let features = ServerFeaturesClient::connect(url.clone())
+            .await
+            .unwrap()
+            .get_supported_methods(kc::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            features.event_store_server_version,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(features
+            .methods
+            .iter()
+            .any(|m| m.method_name == "batchappend"
+                && m.service_name == "event_store.client.streams.streams"));
+        assert!(features
+            .methods
+            .iter()
+            .any(|m| m.method_name == "create" && m.features.contains(&"all".to_owned())));
+
+        let gossip = GossipClient::connect(url.clone())
+            .await
+            .unwrap()
+            .read(kc::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(gossip.members.len(), 1);
+        let me = &gossip.members[0];
+        assert_eq!(me.state, kc::gossip::member_info::VNodeState::Leader as i32);
+        let ep = me.http_end_point.as_ref().unwrap();
+        assert_eq!(
+            (ep.address.as_str(), ep.port),
+            ("127.0.0.1", u32::from(server.addr.port()))
+        );
+
+        // Append through the Strata API, read through v1 with structured UUIDs.
+        let c = server.client().await;
+        let e = strata_client::EventData::json("Made", &1).unwrap();
+        let id = e.id;
+        c.append("k-1", strata_client::ExpectedRevision::NoStream, vec![e])
+            .await
+            .unwrap();
+        let mut streams = StreamsClient::connect(url.clone()).await.unwrap();
+        let read = |structured| ks::ReadReq {
+            options: Some(ks::read_req::Options {
+                stream_option: Some(ks::read_req::options::StreamOption::Stream(
+                    ks::read_req::options::StreamOptions {
+                        stream_identifier: Some(kc::StreamIdentifier {
+                            stream_name: "k-1".into(),
+                        }),
+                        revision_option: Some(
+                            ks::read_req::options::stream_options::RevisionOption::Start(
+                                kc::Empty {},
+                            ),
+                        ),
+                    },
+                )),
+                read_direction: 0,
+                resolve_links: false,
+                count_option: Some(ks::read_req::options::CountOption::Count(10)),
+                filter_option: None,
+                uuid_option: Some(uuid_option(structured)),
+                control_option: None,
+            }),
+        };
+        let mut responses = streams.read(read(true)).await.unwrap().into_inner();
+        let first = responses.message().await.unwrap().unwrap();
+        let Some(ks::read_resp::Content::Event(ev)) = first.content else {
+            panic!("{first:?}")
+        };
+        let recorded = ev.event.unwrap();
+        let Some(kc::uuid::Value::Structured(s)) = recorded.id.and_then(|u| u.value) else {
+            panic!("structured UUID expected")
+        };
+        let (hi, lo) = id.as_u64_pair();
+        assert_eq!(
+            (
+                s.most_significant_bits as u64,
+                s.least_significant_bits as u64
+            ),
+            (hi, lo)
+        );
+        assert_eq!(recorded.metadata["type"], "Made");
+        assert_eq!(recorded.metadata["content-type"], "application/json");
+        assert!(recorded.commit_position >= 1, "positions start at 1");
+        assert_eq!(recorded.commit_position, recorded.prepare_position);
+
+        // A tombstoned stream: the text KurrentDB clients match, and no rich details.
+        c.tombstone_stream("k-1", strata_client::ExpectedRevision::Any)
+            .await
+            .unwrap();
+        let status = match streams.read(read(false)).await {
+            Err(s) => s,
+            Ok(r) => r.into_inner().message().await.unwrap_err(),
+        };
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(status.message(), "Event stream 'k-1' is deleted.");
+        assert!(status.details().is_empty());
+        assert_eq!(
+            status.metadata().get("exception").unwrap(),
+            "stream-deleted"
+        );
+
+        // Not part of the mapping: an honest UNIMPLEMENTED.
+        let unimplemented = PersistentSubscriptionsClient::connect(url)
+            .await
+            .unwrap()
+            .restart_subsystem(kc::Empty {})
+            .await
+            .unwrap_err();
+        assert_eq!(unimplemented.code(), tonic::Code::Unimplemented);
+    });
+}
