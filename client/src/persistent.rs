@@ -48,6 +48,8 @@ pub enum ConsumerStrategy {
     DispatchToSingle,
     /// Events of one stream always go to the same consumer while it stays connected.
     Pinned,
+    /// Like `Pinned`, keyed by the `$correlationId` of the event's JSON metadata.
+    PinnedByCorrelation,
 }
 
 /// A group's settings. `None` takes the server default on create and keeps the current value
@@ -85,6 +87,9 @@ impl GroupSettings {
                 Some(ConsumerStrategy::RoundRobin) => v1::ConsumerStrategy::RoundRobin,
                 Some(ConsumerStrategy::DispatchToSingle) => v1::ConsumerStrategy::DispatchToSingle,
                 Some(ConsumerStrategy::Pinned) => v1::ConsumerStrategy::Pinned,
+                Some(ConsumerStrategy::PinnedByCorrelation) => {
+                    v1::ConsumerStrategy::PinnedByCorrelation
+                }
             } as i32,
             max_retry_count: self.max_retry_count,
             message_timeout_ms: self.message_timeout.map(|d| d.as_millis() as u64),
@@ -116,6 +121,9 @@ impl GroupSettings {
                     Some(ConsumerStrategy::DispatchToSingle)
                 }
                 Ok(v1::ConsumerStrategy::Pinned) => Some(ConsumerStrategy::Pinned),
+                Ok(v1::ConsumerStrategy::PinnedByCorrelation) => {
+                    Some(ConsumerStrategy::PinnedByCorrelation)
+                }
                 _ => Some(ConsumerStrategy::RoundRobin),
             },
             max_retry_count: s.max_retry_count,

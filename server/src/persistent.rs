@@ -50,6 +50,9 @@ fn strategy_from_proto(s: i32) -> Result<Option<ConsumerStrategy>, Status> {
         Ok(v1::ConsumerStrategy::RoundRobin) => Ok(Some(ConsumerStrategy::RoundRobin)),
         Ok(v1::ConsumerStrategy::DispatchToSingle) => Ok(Some(ConsumerStrategy::DispatchToSingle)),
         Ok(v1::ConsumerStrategy::Pinned) => Ok(Some(ConsumerStrategy::Pinned)),
+        Ok(v1::ConsumerStrategy::PinnedByCorrelation) => {
+            Ok(Some(ConsumerStrategy::PinnedByCorrelation))
+        }
         Err(_) => Err(invalid(
             "settings.strategy",
             format!("unknown consumer strategy {s}"),
@@ -62,6 +65,7 @@ fn strategy_to_proto(s: ConsumerStrategy) -> v1::ConsumerStrategy {
         ConsumerStrategy::RoundRobin => v1::ConsumerStrategy::RoundRobin,
         ConsumerStrategy::DispatchToSingle => v1::ConsumerStrategy::DispatchToSingle,
         ConsumerStrategy::Pinned => v1::ConsumerStrategy::Pinned,
+        ConsumerStrategy::PinnedByCorrelation => v1::ConsumerStrategy::PinnedByCorrelation,
     }
 }
 

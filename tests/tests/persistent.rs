@@ -659,3 +659,58 @@ fn bad_input_gets_clear_errors() {
         ));
     });
 }
+
+#[test]
+fn pinned_by_correlation_keeps_each_correlation_id_on_one_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        let settings = GroupSettings {
+            strategy: Some(ConsumerStrategy::PinnedByCorrelation),
+            filter: Some(Filter::stream_prefix(["corr-"])),
+            start_from: Some(GroupStart::Start),
+            ..Default::default()
+        };
+        c.create_group("$all", "g", settings).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let mut consumer = c.consume_group("$all", "g", 20).await.unwrap();
+            let id = consumer.id();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Ok(Some(Ok(GroupMessage::Event(e)))) =
+                    tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+                {
+                    consumer.ack(&[e.event.id]).await.unwrap();
+                    let m: serde_json::Value = serde_json::from_slice(&e.event.metadata).unwrap();
+                    got.push(m["$correlationId"].as_str().unwrap().to_owned());
+                }
+                (id, got)
+            }));
+        }
+        // Each event in its own stream; the correlation ID is what ties them together.
+        for i in 0..60 {
+            let e = EventData::json("Step", &i)
+                .unwrap()
+                .metadata(format!("{{\"$correlationId\":\"c{}\"}}", i % 6));
+            c.append(&format!("corr-{i}"), Exp::Any, vec![e])
+                .await
+                .unwrap();
+        }
+        let mut owner: HashMap<String, HashSet<u64>> = HashMap::new();
+        let mut total = 0;
+        for t in tasks {
+            let (id, got) = t.await.unwrap();
+            total += got.len();
+            for k in got {
+                owner.entry(k).or_default().insert(id);
+            }
+        }
+        assert_eq!(total, 60);
+        assert_eq!(owner.len(), 6);
+        for (k, consumers) in &owner {
+            assert_eq!(consumers.len(), 1, "{k} went to {consumers:?}");
+        }
+    });
+}

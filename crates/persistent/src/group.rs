@@ -147,6 +147,15 @@ pub(crate) enum Command {
 }
 
 const BUCKETS: usize = 1024;
+
+/// What `PinnedByCorrelation` pins on: the `$correlationId` of the event's JSON metadata (as
+/// KurrentDB clients write it), or the stream name when there is none.
+fn correlation_key(event: &RecordedEvent) -> String {
+    serde_json::from_slice::<serde_json::Value>(&event.metadata)
+        .ok()
+        .and_then(|m| m.get("$correlationId")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| event.stream.clone())
+}
 const TICK: Duration = Duration::from_millis(100);
 /// Storage reads per turn of the loop, so commands are served during a long catch-up.
 const READS_PER_TURN: usize = 8;
@@ -699,8 +708,8 @@ impl Group {
         self.consumers.iter().any(|c| c.in_flight < c.capacity)
     }
 
-    /// The consumer (index) that should get a message of `stream`, if one has room.
-    fn pick(&mut self, stream: &str) -> Option<usize> {
+    /// The consumer (index) that should get this event, if one has room.
+    fn pick(&mut self, event: &RecordedEvent) -> Option<usize> {
         let n = self.consumers.len();
         match self.settings.strategy {
             ConsumerStrategy::RoundRobin => {
@@ -716,9 +725,12 @@ impl Group {
             ConsumerStrategy::DispatchToSingle => {
                 self.consumers.iter().position(|c| c.in_flight < c.capacity)
             }
-            ConsumerStrategy::Pinned => {
+            ConsumerStrategy::Pinned | ConsumerStrategy::PinnedByCorrelation => {
                 let mut h = DefaultHasher::new();
-                stream.hash(&mut h);
+                match self.settings.strategy {
+                    ConsumerStrategy::PinnedByCorrelation => correlation_key(event).hash(&mut h),
+                    _ => event.stream.hash(&mut h),
+                }
                 let bucket = (h.finish() % BUCKETS as u64) as usize;
                 let owner = match self.buckets[bucket] {
                     Some(id) => id,
@@ -756,7 +768,10 @@ impl Group {
     }
 
     fn dispatch_from(&mut self, queue: &mut VecDeque<Msg>) {
-        let pinned = self.settings.strategy == ConsumerStrategy::Pinned;
+        let pinned = matches!(
+            self.settings.strategy,
+            ConsumerStrategy::Pinned | ConsumerStrategy::PinnedByCorrelation
+        );
         let mut i = 0;
         while i < queue.len() && self.has_room() {
             let id = queue[i].event.event_id;
@@ -765,7 +780,7 @@ impl Group {
                 i += 1;
                 continue;
             }
-            let Some(ci) = self.pick(&queue[i].event.stream) else {
+            let Some(ci) = self.pick(&queue[i].event) else {
                 if pinned {
                     i += 1;
                     continue;

@@ -64,6 +64,9 @@ pub enum ConsumerStrategy {
     /// Events of one stream always go to the same consumer while it stays connected (the
     /// stream name is hashed into 1024 buckets, each owned by one consumer).
     Pinned,
+    /// Like `Pinned`, keyed by the `$correlationId` in the event's JSON metadata (the stream
+    /// name when it has none).
+    PinnedByCorrelation,
 }
 
 impl ConsumerStrategy {
@@ -72,15 +75,18 @@ impl ConsumerStrategy {
             ConsumerStrategy::RoundRobin => "round-robin",
             ConsumerStrategy::DispatchToSingle => "dispatch-to-single",
             ConsumerStrategy::Pinned => "pinned",
+            ConsumerStrategy::PinnedByCorrelation => "pinned-by-correlation",
         }
     }
 
-    /// Accepts our names and KurrentDB's (`RoundRobin`, `DispatchToSingle`, `Pinned`).
+    /// Accepts our names and KurrentDB's (`RoundRobin`, `DispatchToSingle`, `Pinned`,
+    /// `PinnedByCorrelation`).
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
             "roundrobin" => Some(ConsumerStrategy::RoundRobin),
             "dispatchtosingle" => Some(ConsumerStrategy::DispatchToSingle),
             "pinned" => Some(ConsumerStrategy::Pinned),
+            "pinnedbycorrelation" => Some(ConsumerStrategy::PinnedByCorrelation),
             _ => None,
         }
     }

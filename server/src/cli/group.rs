@@ -85,6 +85,7 @@ pub enum Strategy {
     RoundRobin,
     DispatchToSingle,
     Pinned,
+    PinnedByCorrelation,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +129,7 @@ impl SettingsArgs {
                 Strategy::RoundRobin => ConsumerStrategy::RoundRobin,
                 Strategy::DispatchToSingle => ConsumerStrategy::DispatchToSingle,
                 Strategy::Pinned => ConsumerStrategy::Pinned,
+                Strategy::PinnedByCorrelation => ConsumerStrategy::PinnedByCorrelation,
             }),
             max_retry_count: self.max_retries,
             message_timeout: self

@@ -51,7 +51,7 @@ fn strategy(name: &str, named: i32) -> Result<ConsumerStrategy, Status> {
     }
     ConsumerStrategy::parse(name).ok_or_else(|| {
         Status::invalid_argument(format!(
-            "consumer strategy {name:?} is not supported: use RoundRobin, DispatchToSingle or Pinned"
+            "consumer strategy {name:?} is not supported: use RoundRobin, DispatchToSingle, Pinned or PinnedByCorrelation"
         ))
     })
 }
@@ -61,6 +61,7 @@ fn strategy_name(s: ConsumerStrategy) -> &'static str {
         ConsumerStrategy::RoundRobin => "RoundRobin",
         ConsumerStrategy::DispatchToSingle => "DispatchToSingle",
         ConsumerStrategy::Pinned => "Pinned",
+        ConsumerStrategy::PinnedByCorrelation => "PinnedByCorrelation",
     }
 }
 
