@@ -1,0 +1,115 @@
+//! The official KurrentDB Rust client (`kurrentdb` on crates.io), unchanged but for its
+//! connection string, against the real `strata` binary: append, read, a catch-up
+//! subscription and a persistent subscription.
+
+use kurrentdb::{
+    AppendToStreamOptions, Client, ClientSettings, EventData, PersistentSubscriptionOptions,
+    ReadStreamOptions, StreamPosition, StreamState, SubscribeToPersistentSubscriptionOptions,
+    SubscribeToStreamOptions,
+};
+use strata_tests::{rt, Server};
+
+#[test]
+fn the_official_rust_client_appends_reads_and_subscribes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let settings: ClientSettings = format!("kurrentdb://{}?tls=false", server.addr)
+            .parse()
+            .unwrap();
+        let client = Client::new(settings).unwrap();
+
+        let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
+        let events: Vec<EventData> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                EventData::json("Placed", &serde_json::json!({ "i": i }))
+                    .unwrap()
+                    .id(*id)
+            })
+            .collect();
+        let written = client
+            .append_to_stream(
+                "orders-rust",
+                &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+                events,
+            )
+            .await
+            .unwrap();
+        assert_eq!(written.next_expected_version, 2);
+
+        // A conflicting expectation is refused with the current revision.
+        let conflict = client
+            .append_to_stream(
+                "orders-rust",
+                &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+                EventData::json("Placed", &serde_json::json!({ "i": 9 })).unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(conflict, kurrentdb::Error::WrongExpectedVersion { .. }),
+            "{conflict:?}"
+        );
+
+        let mut read = client
+            .read_stream(
+                "orders-rust",
+                &ReadStreamOptions::default().position(StreamPosition::Start),
+            )
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(e) = read.next().await.unwrap() {
+            let e = e.get_original_event();
+            assert_eq!(e.event_type, "Placed");
+            got.push(e.id);
+        }
+        assert_eq!(got, ids);
+
+        let mut sub = client
+            .subscribe_to_stream(
+                "orders-rust",
+                &SubscribeToStreamOptions::default().start_from(StreamPosition::Start),
+            )
+            .await;
+        for (i, id) in ids.iter().enumerate() {
+            let e = sub.next().await.unwrap();
+            let e = e.get_original_event();
+            assert_eq!((e.revision, e.id), (i as u64, *id));
+        }
+        client
+            .append_to_stream(
+                "orders-rust",
+                &AppendToStreamOptions::default(),
+                EventData::json("Paid", &serde_json::json!({})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let live = sub.next().await.unwrap();
+        assert_eq!(live.get_original_event().revision, 3);
+
+        client
+            .create_persistent_subscription(
+                "orders-rust",
+                "billing",
+                &PersistentSubscriptionOptions::default().start_from(StreamPosition::Start),
+            )
+            .await
+            .unwrap();
+        let mut group = client
+            .subscribe_to_persistent_subscription(
+                "orders-rust",
+                "billing",
+                &SubscribeToPersistentSubscriptionOptions::default(),
+            )
+            .await
+            .unwrap();
+        for r in 0..4u64 {
+            let e = group.next().await.unwrap();
+            assert_eq!(e.get_original_event().revision, r);
+            group.ack(&e).await.unwrap();
+        }
+    });
+}
