@@ -108,6 +108,7 @@ fn patch_from_proto(s: &v1::GroupSettings) -> Result<SettingsPatch, Status> {
         checkpoint_after_count: s.checkpoint_after_count,
         checkpoint_after_ms: s.checkpoint_after_ms,
         max_consumers: s.max_consumers,
+        ..SettingsPatch::default()
     })
 }
 

@@ -52,20 +52,38 @@ fn python() -> PathBuf {
     py
 }
 
-#[test]
-fn the_official_python_client_works_unchanged() {
+/// Runs one of tests/compat's scripts against a fresh server; it must succeed and print a
+/// summary line starting with `summary` that reports no failure.
+fn run_script(name: &str, summary: &str, extra: &[&str]) {
     let py = python();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), extra);
     let url = format!("kurrentdb://{}?tls=false", server.addr);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/kurrentdb_smoke.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("compat")
+        .join(name);
     let out = Command::new(py).arg(script).arg(&url).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with(summary));
     assert!(
-        out.status.success() && stdout.contains("compat: 1 passed, 0 failed"),
+        out.status.success() && line.is_some_and(|l| l.ends_with(" 0 failed")),
         "stdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         server.logs()
+    );
+}
+
+#[test]
+fn the_official_python_client_works_unchanged() {
+    run_script("kurrentdb_smoke.py", "compat:", &[]);
+}
+
+#[test]
+fn the_python_client_scenarios_pass() {
+    run_script(
+        "kurrentdb_scenarios.py",
+        "compat scenarios:",
+        &["--durability", "no-sync"],
     );
 }
 

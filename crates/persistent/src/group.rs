@@ -240,7 +240,10 @@ impl Group {
             StartFrom::Start => 0,
             StartFrom::Revision(r) => r,
             StartFrom::Position(p) => p,
-            // Resolved at creation; only a group stored by hand could hold it.
+            StartFrom::End if settings.resolved_start.is_some() => {
+                settings.resolved_start.unwrap_or_default()
+            }
+            // Resolved at creation; only a group stored by an older version lacks it.
             StartFrom::End => match &target {
                 Target::All => engine.log_end(),
                 Target::Stream(s) => {
@@ -885,7 +888,8 @@ impl Group {
             return;
         }
         let due = self.settled_since_checkpoint >= self.settings.checkpoint_after_count as u64
-            || (self.settled_since_checkpoint > 0
+            || (self.settled_since_checkpoint
+                >= u64::from(self.settings.checkpoint_min_count.max(1))
                 && self.last_checkpoint_at.elapsed() >= self.settings.checkpoint_after());
         if !(due || force) {
             return;

@@ -160,7 +160,7 @@ impl Groups {
         validate_target(&target)?;
         validate_group_name(&target, group)?;
         settings.validate(&target)?;
-        settings.start_from = self.resolve_start(&target, settings.start_from)?;
+        self.resolve_start(&target, &mut settings)?;
         let mut reg = self.registry.lock().await;
         if reg.closed {
             return Err(Error::ShuttingDown);
@@ -215,8 +215,10 @@ impl Groups {
         }
     }
 
-    fn resolve_start(&self, target: &Target, start: StartFrom) -> Result<StartFrom> {
-        Ok(match (target, start) {
+    /// Checks the start position and pins `End` to the current end (kept in
+    /// `resolved_start`, so a restart cannot skip events).
+    fn resolve_start(&self, target: &Target, settings: &mut Settings) -> Result<()> {
+        let resolved = match (target, settings.start_from) {
             (Target::All, StartFrom::End) => StartFrom::Position(self.engine.log_end()),
             (Target::Stream(s), StartFrom::End) => {
                 match self
@@ -260,10 +262,15 @@ impl Groups {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                start
+                settings.start_from
             }
-            _ => start,
-        })
+            (_, start) => start,
+        };
+        settings.resolved_start = match (settings.start_from, resolved) {
+            (StartFrom::End, StartFrom::Position(p) | StartFrom::Revision(p)) => Some(p),
+            _ => None,
+        };
+        Ok(())
     }
 
     /// Changes a group's settings in place: its position, consumers and in-flight messages
@@ -282,8 +289,11 @@ impl Groups {
             .ok_or_else(|| not_found(target, group))?
             .settings
             .clone();
-        let new = patch.apply(&current);
+        let mut new = patch.apply(&current);
         new.validate(target)?;
+        if patch.start_from.is_some() {
+            self.resolve_start(target, &mut new)?;
+        }
         let change = ConfigEvent {
             target: target.clone(),
             group: group.to_owned(),

@@ -144,6 +144,15 @@ pub struct Settings {
     pub checkpoint_after_ms: u64,
     /// 0: unlimited.
     pub max_consumers: u32,
+    /// A time-based checkpoint waits for at least this many settled messages. 1.
+    pub checkpoint_min_count: u32,
+    /// Where `StartFrom::End` pointed when the group was created or its start was last set.
+    pub resolved_start: Option<u64>,
+    /// Kept for KurrentDB clients, which read their settings back; they change nothing here
+    /// (Strata has no link events to resolve, and history is read straight from the log).
+    pub history_buffer_size: u32,
+    pub extra_statistics: bool,
+    pub resolve_links: bool,
 }
 
 impl Default for Settings {
@@ -160,6 +169,11 @@ impl Default for Settings {
             checkpoint_after_count: 1000,
             checkpoint_after_ms: 2000,
             max_consumers: 0,
+            checkpoint_min_count: 1,
+            resolved_start: None,
+            history_buffer_size: 500,
+            extra_statistics: false,
+            resolve_links: false,
         }
     }
 }
@@ -274,6 +288,12 @@ pub struct SettingsPatch {
     pub checkpoint_after_count: Option<u32>,
     pub checkpoint_after_ms: Option<u64>,
     pub max_consumers: Option<u32>,
+    pub checkpoint_min_count: Option<u32>,
+    /// A new start: only used while the group has no checkpoint (its position is kept).
+    pub start_from: Option<StartFrom>,
+    pub history_buffer_size: Option<u32>,
+    pub extra_statistics: Option<bool>,
+    pub resolve_links: Option<bool>,
 }
 
 impl SettingsPatch {
@@ -294,7 +314,12 @@ impl SettingsPatch {
             read_batch_size,
             checkpoint_after_count,
             checkpoint_after_ms,
-            max_consumers
+            max_consumers,
+            checkpoint_min_count,
+            start_from,
+            history_buffer_size,
+            extra_statistics,
+            resolve_links
         );
         s
     }

@@ -35,10 +35,10 @@ fn err(e: strata_persistent::Error) -> Status {
 
 fn target_of(id: Option<&kc::StreamIdentifier>, all: bool) -> Result<Target, Status> {
     if all {
-        Ok(Target::All)
-    } else {
-        Ok(Target::Stream(stream_name(id)?))
+        return Ok(Target::All);
     }
+    // KurrentDB clients also name the log "$all" in a stream identifier (e.g. to list its groups).
+    Ok(Target::parse(&stream_name(id)?))
 }
 
 fn strategy(name: &str, named: i32) -> Result<ConsumerStrategy, Status> {
@@ -74,6 +74,10 @@ struct Common {
     max_subscriber_count: i32,
     live_buffer_size: i32,
     read_batch_size: i32,
+    min_checkpoint_count: i32,
+    history_buffer_size: i32,
+    extra_statistics: bool,
+    resolve_links: bool,
 }
 
 fn ms_or_ticks(ms: Option<i32>, ticks: Option<i64>) -> Option<u64> {
@@ -97,6 +101,11 @@ fn patch(c: &Common) -> SettingsPatch {
         checkpoint_after_count: positive(c.max_checkpoint_count),
         checkpoint_after_ms: c.checkpoint_after_ms.map(|ms| ms.max(1)),
         max_consumers: Some(c.max_subscriber_count.max(0) as u32),
+        checkpoint_min_count: positive(c.min_checkpoint_count),
+        start_from: None,
+        history_buffer_size: positive(c.history_buffer_size),
+        extra_statistics: Some(c.extra_statistics),
+        resolve_links: Some(c.resolve_links),
     }
 }
 
@@ -118,6 +127,10 @@ fn create_common(s: &kp::create_req::Settings) -> Common {
         max_subscriber_count: s.max_subscriber_count,
         live_buffer_size: s.live_buffer_size,
         read_batch_size: s.read_batch_size,
+        min_checkpoint_count: s.min_checkpoint_count,
+        history_buffer_size: s.history_buffer_size,
+        extra_statistics: s.extra_statistics,
+        resolve_links: s.resolve_links,
     }
 }
 
@@ -139,6 +152,10 @@ fn update_common(s: &kp::update_req::Settings) -> Common {
         max_subscriber_count: s.max_subscriber_count,
         live_buffer_size: s.live_buffer_size,
         read_batch_size: s.read_batch_size,
+        min_checkpoint_count: s.min_checkpoint_count,
+        history_buffer_size: s.history_buffer_size,
+        extra_statistics: s.extra_statistics,
+        resolve_links: s.resolve_links,
     }
 }
 
@@ -225,16 +242,16 @@ fn info_to_kurrent(i: GroupInfo) -> kp::SubscriptionInfo {
             .last_delivered
             .map(|d| position_text(&i.target, Some(d)))
             .unwrap_or_default(),
-        resolve_link_tos: false,
+        resolve_link_tos: s.resolve_links,
         start_from,
         message_timeout_milliseconds: s.message_timeout_ms.min(i32::MAX as u64) as i32,
-        extra_statistics: false,
+        extra_statistics: s.extra_statistics,
         max_retry_count: s.max_retry_count.min(i32::MAX as u32) as i32,
         live_buffer_size: s.live_buffer_size as i32,
-        buffer_size: s.live_buffer_size as i32,
+        buffer_size: s.history_buffer_size as i32,
         read_batch_size: s.read_batch_size as i32,
         check_point_after_milliseconds: s.checkpoint_after_ms.min(i32::MAX as u64) as i32,
-        min_check_point_count: 1,
+        min_check_point_count: s.checkpoint_min_count as i32,
         max_check_point_count: s.checkpoint_after_count.min(i32::MAX as u32) as i32,
         read_buffer_count: i.buffered as i32,
         live_buffer_count: i.buffered as i64,
@@ -322,6 +339,24 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         let s = o.settings.unwrap_or_default();
         let mut p = patch(&update_common(&s));
         p.strategy = Some(strategy("", s.named_consumer_strategy)?);
+        {
+            use kp::update_req::{all_options::AllOption, stream_options::RevisionOption};
+            p.start_from = match &o.stream_option {
+                Some(StreamOption::Stream(so)) => so.revision_option.as_ref().map(|r| match r {
+                    RevisionOption::Revision(r) => StartFrom::Revision(*r),
+                    RevisionOption::Start(_) => StartFrom::Start,
+                    RevisionOption::End(_) => StartFrom::End,
+                }),
+                Some(StreamOption::All(a)) => a.all_option.as_ref().map(|a| match a {
+                    AllOption::Position(p) => {
+                        from_commit(p.commit_position).map_or(StartFrom::Start, StartFrom::Position)
+                    }
+                    AllOption::Start(_) => StartFrom::Start,
+                    AllOption::End(_) => StartFrom::End,
+                }),
+                None => None,
+            };
+        }
         self.groups
             .update(&target, &o.group_name, &p)
             .await

@@ -412,6 +412,7 @@ impl KurrentStreams {
         plan: ReadPlan,
         from: Option<SubFrom>,
     ) -> Result<ReceiverStream<Result<ks::ReadResp, Status>>, Status> {
+        let filtered = plan.filter.is_some();
         let request = v1::SubscribeRequest {
             stream: plan.stream.clone(),
             from,
@@ -457,6 +458,23 @@ impl KurrentStreams {
                             })
                         }
                         SubMsg::CaughtUp(c) => {
+                            if filtered {
+                                // Like KurrentDB: a filtered $all subscription checkpoints
+                                // where catch-up ends, so a rare filter can resume from there.
+                                let commit = super::commit_before(&engine, c.position);
+                                let cp = Content::Checkpoint(ks::read_resp::Checkpoint {
+                                    commit_position: commit,
+                                    prepare_position: commit,
+                                    timestamp: Some(now()),
+                                });
+                                if tx
+                                    .send(Ok(ks::ReadResp { content: Some(cp) }))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
                             let (stream_revision, position) = if is_all {
                                 let commit = super::commit_before(&engine, c.position);
                                 (
