@@ -82,8 +82,15 @@ pub fn load_groups(engine: &Engine) -> Result<(Vec<StoredGroup>, Option<u64>)> {
         };
         for ev in &slice.events {
             last = Some(ev.revision);
-            let change: ConfigEvent =
-                serde_json::from_slice(&ev.data).map_err(|e| bad(CONFIG_STREAM, e))?;
+            let change: ConfigEvent = match serde_json::from_slice(&ev.data) {
+                Ok(c) => c,
+                Err(e) => {
+                    // One unreadable event must not keep every group (and the server) down.
+                    tracing::error!(revision = ev.revision, error = %e,
+                        "skipping an unreadable event in {CONFIG_STREAM}");
+                    continue;
+                }
+            };
             groups.retain(|g| !(g.target == change.target && g.group == change.group));
             match (ev.event_type.as_str(), change.settings) {
                 (GROUP_DELETED, _) => {}
@@ -109,12 +116,11 @@ pub fn load_groups(engine: &Engine) -> Result<(Vec<StoredGroup>, Option<u64>)> {
                         incarnation,
                     });
                 }
-                (other, _) => {
-                    return Err(bad(
-                        CONFIG_STREAM,
-                        format!("unexpected event type {other:?}"),
-                    ))
-                }
+                (other, _) => tracing::error!(
+                    revision = ev.revision,
+                    event_type = other,
+                    "skipping an unexpected event in {CONFIG_STREAM}"
+                ),
             }
         }
         match slice.next_revision {

@@ -393,7 +393,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
     ) -> Result<Response<Self::ReadStream>, Status> {
         use kp::read_req::{options::uuid_option::Content as U, options::StreamOption, Content};
         if *self.shutdown.borrow() {
-            return Err(crate::status::shutting_down());
+            return Err(from_strata(crate::status::shutting_down()));
         }
         let mut input = request.into_inner();
         let o = match input.message().await? {
@@ -446,7 +446,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
                 let next = tokio::select! {
                     d = events.next() => d,
                     _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
-                        let _ = out.send(Err(crate::status::shutting_down())).await;
+                        let _ = out.send(Err(from_strata(crate::status::shutting_down()))).await;
                         return;
                     }
                 };

@@ -184,6 +184,12 @@ pub async fn append_events(
             ),
         });
     }
+    if stream.starts_with("$persistentsubscription-") || stream == "$persistentSubscriptionConfig" {
+        return Err(Error::InvalidArgument {
+            field: "stream",
+            reason: format!("{stream} belongs to the consumer groups and is written only by them"),
+        });
+    }
     if stream.starts_with('$') {
         engine.append_system(stream, expected, events).await
     } else {
