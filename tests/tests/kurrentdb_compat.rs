@@ -17,8 +17,11 @@ use strata_tests::{rt, strata_bin, Server};
 /// The pinned client version: its error handling changed within 1.x.
 const CLIENT: &str = "kurrentdbclient==1.3.5";
 
-/// A Python with the KurrentDB client installed (a virtualenv next to the build).
+/// A Python with the KurrentDB client installed (a virtualenv next to the build). The tests
+/// of this file run in parallel; only one of them may create the virtualenv.
 fn python() -> PathBuf {
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SETUP.lock().unwrap_or_else(|e| e.into_inner());
     let target = strata_bin()
         .parent()
         .and_then(Path::parent)
