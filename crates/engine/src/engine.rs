@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::filter::EventFilter;
-use crate::index::Index;
+use crate::index::{Index, StreamState};
 use crate::io::{Fs, OsFs};
 use crate::metadata::{metadata_stream, StreamMetadata};
 use crate::record::framed_len;
@@ -216,6 +216,15 @@ fn validate_user_stream(stream: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+fn stream_info_of(name: &str, st: &StreamState) -> StreamInfo {
+    StreamInfo {
+        name: name.to_owned(),
+        last_revision: st.last_revision,
+        soft_deleted: st.last_revision.is_some() && !st.has_visible() && !st.tombstoned,
+        tombstoned: st.tombstoned,
+    }
 }
 
 fn validate_system_stream(stream: &str) -> Result<()> {
@@ -584,14 +593,9 @@ impl Engine {
 
     /// One stream's summary; `None` when it was never written.
     pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
-        self.shared.index.with_stream(stream, |st| {
-            st.map(|st| StreamInfo {
-                name: stream.to_owned(),
-                last_revision: st.last_revision,
-                soft_deleted: st.last_revision.is_some() && !st.has_visible() && !st.tombstoned,
-                tombstoned: st.tombstoned,
-            })
-        })
+        self.shared
+            .index
+            .with_stream(stream, |st| st.map(|st| stream_info_of(stream, st)))
     }
 
     /// Every stream with a state (including `$$` metadata streams), in no particular order.
@@ -600,12 +604,7 @@ impl Engine {
             .index
             .streams()
             .into_iter()
-            .map(|(name, st)| StreamInfo {
-                name: name.to_string(),
-                last_revision: st.last_revision,
-                soft_deleted: st.last_revision.is_some() && !st.has_visible() && !st.tombstoned,
-                tombstoned: st.tombstoned,
-            })
+            .map(|(name, st)| stream_info_of(&name, &st))
             .collect()
     }
 

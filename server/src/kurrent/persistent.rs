@@ -109,54 +109,33 @@ fn patch(c: &Common) -> SettingsPatch {
     }
 }
 
-fn create_common(s: &kp::create_req::Settings) -> Common {
-    use kp::create_req::settings::{CheckpointAfter, MessageTimeout};
-    Common {
-        message_timeout_ms: match s.message_timeout {
-            Some(MessageTimeout::MessageTimeoutMs(ms)) => ms_or_ticks(Some(ms), None),
-            Some(MessageTimeout::MessageTimeoutTicks(t)) => ms_or_ticks(None, Some(t)),
-            None => None,
-        },
-        checkpoint_after_ms: match s.checkpoint_after {
-            Some(CheckpointAfter::CheckpointAfterMs(ms)) => ms_or_ticks(Some(ms), None),
-            Some(CheckpointAfter::CheckpointAfterTicks(t)) => ms_or_ticks(None, Some(t)),
-            None => None,
-        },
-        max_retry_count: s.max_retry_count,
-        max_checkpoint_count: s.max_checkpoint_count,
-        max_subscriber_count: s.max_subscriber_count,
-        live_buffer_size: s.live_buffer_size,
-        read_batch_size: s.read_batch_size,
-        min_checkpoint_count: s.min_checkpoint_count,
-        history_buffer_size: s.history_buffer_size,
-        extra_statistics: s.extra_statistics,
-        resolve_links: s.resolve_links,
-    }
-}
-
-fn update_common(s: &kp::update_req::Settings) -> Common {
-    use kp::update_req::settings::{CheckpointAfter, MessageTimeout};
-    Common {
-        message_timeout_ms: match s.message_timeout {
-            Some(MessageTimeout::MessageTimeoutMs(ms)) => ms_or_ticks(Some(ms), None),
-            Some(MessageTimeout::MessageTimeoutTicks(t)) => ms_or_ticks(None, Some(t)),
-            None => None,
-        },
-        checkpoint_after_ms: match s.checkpoint_after {
-            Some(CheckpointAfter::CheckpointAfterMs(ms)) => ms_or_ticks(Some(ms), None),
-            Some(CheckpointAfter::CheckpointAfterTicks(t)) => ms_or_ticks(None, Some(t)),
-            None => None,
-        },
-        max_retry_count: s.max_retry_count,
-        max_checkpoint_count: s.max_checkpoint_count,
-        max_subscriber_count: s.max_subscriber_count,
-        live_buffer_size: s.live_buffer_size,
-        read_batch_size: s.read_batch_size,
-        min_checkpoint_count: s.min_checkpoint_count,
-        history_buffer_size: s.history_buffer_size,
-        extra_statistics: s.extra_statistics,
-        resolve_links: s.resolve_links,
-    }
+/// The create and update requests carry the same settings in two generated types.
+macro_rules! common_of {
+    ($s:expr, $module:ident) => {{
+        use kp::$module::settings::{CheckpointAfter, MessageTimeout};
+        let s = $s;
+        Common {
+            message_timeout_ms: match s.message_timeout {
+                Some(MessageTimeout::MessageTimeoutMs(ms)) => ms_or_ticks(Some(ms), None),
+                Some(MessageTimeout::MessageTimeoutTicks(t)) => ms_or_ticks(None, Some(t)),
+                None => None,
+            },
+            checkpoint_after_ms: match s.checkpoint_after {
+                Some(CheckpointAfter::CheckpointAfterMs(ms)) => ms_or_ticks(Some(ms), None),
+                Some(CheckpointAfter::CheckpointAfterTicks(t)) => ms_or_ticks(None, Some(t)),
+                None => None,
+            },
+            max_retry_count: s.max_retry_count,
+            max_checkpoint_count: s.max_checkpoint_count,
+            max_subscriber_count: s.max_subscriber_count,
+            live_buffer_size: s.live_buffer_size,
+            read_batch_size: s.read_batch_size,
+            min_checkpoint_count: s.min_checkpoint_count,
+            history_buffer_size: s.history_buffer_size,
+            extra_statistics: s.extra_statistics,
+            resolve_links: s.resolve_links,
+        }
+    }};
 }
 
 fn all_filter(f: kp::create_req::all_options::FilterOptions) -> Option<FilterSpec> {
@@ -281,7 +260,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
             .options
             .ok_or_else(|| Status::invalid_argument("CreateReq.options is required"))?;
         let s = o.settings.clone().unwrap_or_default();
-        let mut settings = patch(&create_common(&s)).apply(&Settings::default());
+        let mut settings = patch(&common_of!(&s, create_req)).apply(&Settings::default());
         settings.strategy = strategy(&s.consumer_strategy, s.named_consumer_strategy)?;
         #[allow(deprecated)]
         let (target, start) = match o.stream_option {
@@ -337,7 +316,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
             None => target_of(o.stream_identifier.as_ref(), false)?,
         };
         let s = o.settings.unwrap_or_default();
-        let mut p = patch(&update_common(&s));
+        let mut p = patch(&common_of!(&s, update_req));
         p.strategy = Some(strategy("", s.named_consumer_strategy)?);
         {
             use kp::update_req::{all_options::AllOption, stream_options::RevisionOption};

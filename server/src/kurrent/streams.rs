@@ -118,14 +118,17 @@ fn filter(f: ks::read_req::options::FilterOptions) -> Option<v1::Filter> {
     })
 }
 
-fn expected(e: Option<ks::append_req::options::ExpectedStreamRevision>) -> ExpectedRevision {
-    use ks::append_req::options::ExpectedStreamRevision as E;
-    match e {
-        Some(E::Revision(r)) => ExpectedRevision::Exact(r),
-        Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-        Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-        Some(E::Any(_)) | None => ExpectedRevision::Any,
-    }
+/// KurrentDB's expected-revision oneofs (one generated enum per request type) as ours.
+macro_rules! expected_of {
+    ($e:expr, $enum:path, $exact:ident) => {{
+        use $enum as E;
+        match $e {
+            Some(E::$exact(r)) => ExpectedRevision::Exact(r),
+            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
+            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
+            Some(E::Any(_)) | None => ExpectedRevision::Any,
+        }
+    }};
 }
 
 /// Appends with KurrentDB's rules for stream names: `$$<stream>` with a `$metadata` event sets
@@ -318,18 +321,6 @@ struct Pending {
     stream: String,
     expected: Option<ks::batch_append_req::options::ExpectedStreamPosition>,
     events: Vec<EventData>,
-}
-
-fn batch_expected(
-    e: &Option<ks::batch_append_req::options::ExpectedStreamPosition>,
-) -> ExpectedRevision {
-    use ks::batch_append_req::options::ExpectedStreamPosition as E;
-    match e {
-        Some(E::StreamPosition(r)) => ExpectedRevision::Exact(*r),
-        Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-        Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-        Some(E::Any(_)) | None => ExpectedRevision::Any,
-    }
 }
 
 fn echo_expected(
@@ -640,7 +631,11 @@ impl ks::streams_server::Streams for KurrentStreams {
             }
         };
         let stream = stream_name(options.stream_identifier.as_ref())?;
-        let expected = expected(options.expected_stream_revision);
+        let expected = expected_of!(
+            options.expected_stream_revision,
+            ks::append_req::options::ExpectedStreamRevision,
+            Revision
+        );
         let mut events = Vec::new();
         while let Some(m) = input.message().await? {
             match m.content {
@@ -684,18 +679,16 @@ impl ks::streams_server::Streams for KurrentStreams {
         &self,
         request: Request<ks::DeleteReq>,
     ) -> Result<Response<ks::DeleteResp>, Status> {
-        use ks::delete_req::options::ExpectedStreamRevision as E;
         let o = request
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("DeleteReq.options is required"))?;
         let stream = stream_name(o.stream_identifier.as_ref())?;
-        let expected = match o.expected_stream_revision {
-            Some(E::Revision(r)) => ExpectedRevision::Exact(r),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            Some(E::Any(_)) | None => ExpectedRevision::Any,
-        };
+        let expected = expected_of!(
+            o.expected_stream_revision,
+            ks::delete_req::options::ExpectedStreamRevision,
+            Revision
+        );
         // KurrentDB's rules: deleting a stream that was never written is a wrong expected
         // version (actual -1), and expecting an existing stream that is soft-deleted says so.
         let info = self.engine.stream_info(&stream);
@@ -730,18 +723,16 @@ impl ks::streams_server::Streams for KurrentStreams {
         &self,
         request: Request<ks::TombstoneReq>,
     ) -> Result<Response<ks::TombstoneResp>, Status> {
-        use ks::tombstone_req::options::ExpectedStreamRevision as E;
         let o = request
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("TombstoneReq.options is required"))?;
         let stream = stream_name(o.stream_identifier.as_ref())?;
-        let expected = match o.expected_stream_revision {
-            Some(E::Revision(r)) => ExpectedRevision::Exact(r),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            Some(E::Any(_)) | None => ExpectedRevision::Any,
-        };
+        let expected = expected_of!(
+            o.expected_stream_revision,
+            ks::tombstone_req::options::ExpectedStreamRevision,
+            Revision
+        );
         let r = self
             .engine
             .tombstone_stream(&stream, expected)
@@ -821,7 +812,11 @@ impl ks::streams_server::Streams for KurrentStreams {
                 }
                 let (engine, tx, correlation_id) = (engine.clone(), tx.clone(), m.correlation_id);
                 tasks.spawn(async move {
-                    let expected = batch_expected(&p.expected);
+                    let expected = expected_of!(
+                        p.expected,
+                        ks::batch_append_req::options::ExpectedStreamPosition,
+                        StreamPosition
+                    );
                     use ks::batch_append_resp::{success, Result as R, Success};
                     let result = match append_events(&engine, &p.stream, expected, p.events).await {
                         Ok(r) => R::Success(Success {
