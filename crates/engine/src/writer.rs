@@ -542,8 +542,10 @@ impl Writer {
                             effect: p.effect.clone(),
                         })
                         .collect();
-                    self.shared.index.apply(&entries, self.write_pos);
+                    // The log end moves first: a reader that finds an entry in the index
+                    // must also find its record below the committed end it reads next.
                     self.shared.log.set_committed_end(self.write_pos);
+                    self.shared.index.apply(&entries, self.write_pos);
                     for p in planned {
                         self.recent.insert(
                             p.event_id,
