@@ -83,11 +83,8 @@ async fn run(
     mut target: Target,
     tx: Tx,
     mut shutdown: watch::Receiver<bool>,
+    guard: crate::metrics::SubscriptionGuard,
 ) -> Result<(), Stop> {
-    let guard = crate::metrics::get().subscription(match &target {
-        Target::Stream { name, .. } => Some(name.clone()),
-        Target::All { .. } => None,
-    });
     let mut end_rx = engine.watch_log_end();
     let mut caught_up = false;
     let mut since_checkpoint: u64 = 0;
@@ -288,6 +285,11 @@ impl Subscriptions for SubscriptionsService {
         };
         let (tx, rx) = mpsc::channel(CHANNEL);
         let id = Uuid::new_v4().to_string();
+        // Counted before the confirmation, so a client that has it sees itself in the metrics.
+        let guard = crate::metrics::get().subscription(match &target {
+            Target::Stream { name, .. } => Some(name.clone()),
+            Target::All { .. } => None,
+        });
         tx.send(msg(Message::Confirmation(v1::Confirmation {
             subscription_id: id.clone(),
         })))
@@ -297,7 +299,7 @@ impl Subscriptions for SubscriptionsService {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             tracing::debug!(subscription = %id, "subscription started");
-            match run(engine, target, tx.clone(), shutdown).await {
+            match run(engine, target, tx.clone(), shutdown, guard).await {
                 Ok(()) | Err(Stop::ClientGone) => {}
                 Err(Stop::Status(status)) => {
                     let _ = tx.send(Err(status)).await;

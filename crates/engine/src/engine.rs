@@ -145,6 +145,13 @@ impl Shared {
     pub(crate) fn publish_end(&self, end: u64) {
         self.end_tx.send_replace(end);
     }
+
+    /// The end of what readers see: everything before it is committed *and* indexed, so an
+    /// event found in `$all` is also found by a stream read. It is published after the index
+    /// is updated and never passes the log's committed end.
+    pub(crate) fn visible_end(&self) -> u64 {
+        *self.end_tx.borrow()
+    }
 }
 
 /// What [`Engine::verify`] checked.
@@ -580,9 +587,10 @@ impl Engine {
             .read_all(from, direction, max, filter, max_scan.max(1))
     }
 
-    /// The committed end of the log: the position the next append will get (or later).
+    /// The committed end of the log as readers see it: the position the next append will get
+    /// (or later). Events before it are readable through `$all` and their streams alike.
     pub fn log_end(&self) -> u64 {
-        self.shared.log.committed_end()
+        self.shared.visible_end()
     }
 
     /// The change feed: a receiver whose value is the committed log end. Wait for it to pass

@@ -140,7 +140,7 @@ impl Shared {
         filter: Option<&EventFilter>,
         max_scan: usize,
     ) -> Result<AllSlice> {
-        let end = self.log.committed_end();
+        let end = self.visible_end();
         let start_of_log = self.log.segments().first().map_or(0, |s| s.base);
         let mut pos = match (from, direction) {
             (AllFrom::Start, _) => start_of_log,

@@ -145,7 +145,8 @@ fn concurrent_writers_to_one_stream_never_lose_an_update() {
 }
 
 /// A stream read racing a commit must never see an index entry whose record lies beyond the
-/// log end it reads (that once surfaced as a spurious "corrupt log" error).
+/// log end it reads (that once surfaced as a spurious "corrupt log" error), and an event seen
+/// in `$all` must already be readable from its stream.
 #[test]
 fn stream_reads_racing_commits_always_find_their_records() {
     let dir = tempdir().unwrap();
@@ -161,6 +162,20 @@ fn stream_reads_racing_commits_always_find_their_records() {
                         Ok(s) => assert_eq!(s.events[0].revision, s.last_revision),
                         Err(Error::StreamNotFound { .. }) => {}
                         Err(other) => panic!("read racing a commit failed: {other}"),
+                    }
+                    let all = e
+                        .read_all(AllFrom::End, Direction::Backwards, 1, None)
+                        .unwrap();
+                    if let Some(last) = all.events.first() {
+                        let s = e
+                            .read_stream(
+                                &last.stream,
+                                StreamFrom::Revision(last.revision),
+                                Direction::Forwards,
+                                1,
+                            )
+                            .unwrap_or_else(|err| panic!("$all showed {last:?}; stream: {err}"));
+                        assert_eq!(s.events[0].event_id, last.event_id);
                     }
                     reads += 1;
                 }
@@ -445,7 +460,7 @@ fn max_age_hides_old_events() {
             "aged",
             Exp::Any,
             StreamMetadata {
-                max_age: Some(Duration::from_secs(1)),
+                max_age: Some(Duration::from_secs(3)),
                 ..Default::default()
             },
         )
@@ -459,7 +474,7 @@ fn max_age_hides_old_events() {
             .len(),
         1
     );
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(
         e.read_stream("aged", StreamFrom::Start, Direction::Forwards, 10)
             .unwrap()
