@@ -2,7 +2,8 @@
 //! its checkpoint so a restart resumes where it stopped instead of re-reading history.
 //!
 //! `cargo run -p strata-client --example projection -- http://127.0.0.1:2113 /tmp/projection.checkpoint`
-//! (stops after 10 s without a message; `PROJECTION_IDLE_SECS` changes that).
+//! (stops after 10 s without a message; `PROJECTION_IDLE_SECS` changes that, and
+//! `PROJECTION_UNTIL_CAUGHT_UP=1` makes it stop as soon as it has caught up, for a batch run).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let until_caught_up = std::env::var("PROJECTION_UNTIL_CAUGHT_UP").is_ok_and(|v| v == "1");
     let mut counts = BTreeMap::<String, u64>::new();
     loop {
         let message = match tokio::time::timeout(Duration::from_secs(idle), sub.next()).await {
@@ -54,7 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(&checkpoint_file, format!("from {position}"))?;
             }
             SubscriptionMessage::CaughtUp { position } => {
-                println!("caught up at {position}: {counts:?}")
+                println!("caught up at {position}: {counts:?}");
+                if until_caught_up {
+                    break;
+                }
             }
         }
     }

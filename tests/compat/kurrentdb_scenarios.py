@@ -29,7 +29,7 @@ from kurrentdbclient.exceptions import (
 
 unittest.TestCase.maxDiff = None
 URL = "kurrentdb://localhost:2113?tls=false"
-SUB_TIMEOUT = 5  # seconds: gRPC deadline of every subscription call in this suite
+SUB_TIMEOUT = 30  # seconds: gRPC deadline of every subscription call (generous: CI may be slow)
 client: KurrentDBClient = None  # type: ignore[assignment]
 
 
@@ -83,7 +83,7 @@ def assert_stream_deleted(test, fn, *args, **kwargs):
     return cm.exception
 
 
-def wait_until(pred, what, timeout=SUB_TIMEOUT):
+def wait_until(pred, what, timeout=20):
     deadline = time.time() + timeout
     while not pred():
         if time.time() > deadline:

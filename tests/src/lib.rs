@@ -98,6 +98,7 @@ pub struct Server {
     pub dir: PathBuf,
     extra: Vec<String>,
     logs: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -108,6 +109,13 @@ impl Server {
 
     /// Starts a server listening on `listen`.
     pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Self::try_start_on(dir, listen, extra).unwrap_or_else(|log| {
+            panic!("strata serve did not start; its log:\n{log}");
+        })
+    }
+
+    /// Starts a server listening on `listen`, or returns the log of the one that did not start.
+    fn try_start_on(dir: &Path, listen: &str, extra: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(strata_bin())
             .args(["serve", "--data-dir"])
             .arg(dir)
@@ -122,7 +130,7 @@ impl Server {
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(at) = line.find("listening on ") {
@@ -141,18 +149,26 @@ impl Server {
             Ok(a) => a.parse().expect("listen address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "strata serve did not start; its log:\n{}",
-                    logs.lock().unwrap()
-                );
+                let _ = child.wait();
+                let _ = reader.join();
+                let log = logs.lock().unwrap().clone();
+                return Err(log);
             }
         };
-        Server {
+        Ok(Server {
             child: Some(child),
             addr,
             dir: dir.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             logs,
+            reader: Some(reader),
+        })
+    }
+
+    /// Waits until the log reader has seen the end of the exited server's stderr.
+    fn drain_log(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
 
@@ -204,6 +220,7 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
+            self.drain_log();
         }
     }
 
@@ -214,6 +231,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
+                self.drain_log();
                 return status;
             }
             if Instant::now() > deadline {
@@ -231,7 +249,19 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let next = Server::start_on(&self.dir, &self.addr.to_string(), &extra);
+        // Another process may briefly hold the old port (e.g. as a connection's source
+        // port); wait for it rather than fail.
+        let mut tries = 0;
+        let next = loop {
+            match Server::try_start_on(&self.dir, &self.addr.to_string(), &extra) {
+                Ok(server) => break server,
+                Err(log) if log.contains("in use") && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(log) => panic!("strata serve did not restart; its log:\n{log}"),
+            }
+        };
         *self = next;
     }
 }

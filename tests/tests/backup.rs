@@ -72,7 +72,15 @@ fn the_documented_backup_of_a_running_server_restores_every_acknowledged_append(
             }
         }));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Back up once the log spans a few segments, however slow the machine's fsyncs are.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(data.path().join("log")).unwrap().count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writers did not fill three segments"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before: HashSet<(String, u64)> = acked.lock().unwrap().iter().cloned().collect();
     assert!(
         before.len() > 100,

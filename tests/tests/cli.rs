@@ -222,7 +222,7 @@ fn client_examples_run_against_a_real_server() {
         let o = std::process::Command::new(strata_tests::client_example("projection"))
             .arg(server.url())
             .arg(&checkpoint)
-            .env("PROJECTION_IDLE_SECS", "1")
+            .env("PROJECTION_UNTIL_CAUGHT_UP", "1")
             .output()
             .unwrap();
         ok(o)

@@ -49,6 +49,11 @@ fn every_acknowledged_append_survives_sigkill() {
             .recv_timeout(Duration::from_secs(60))
             .expect("child ready");
         assert_eq!(ready, "READY");
+        // The kill timer starts at the first acknowledgement, so a slow machine still kills
+        // mid-load rather than before anything was written.
+        let first_ack = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a first acknowledgement");
         let deadline = Instant::now() + Duration::from_millis(kill_after(100, &mut seed));
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -59,7 +64,7 @@ fn every_acknowledged_append_survives_sigkill() {
         child.wait().unwrap();
         reader.join().unwrap();
         let mut this_round = 0;
-        for line in rx.try_iter() {
+        for line in std::iter::once(first_ack).chain(rx.try_iter()) {
             let parts: Vec<&str> = line.split(' ').collect();
             assert_eq!(parts[0], "ACK", "unexpected line {line:?}");
             let rev: u64 = parts[2].parse().unwrap();

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use strata_client::{
@@ -108,7 +108,17 @@ fn sigkill_under_load_loses_no_acknowledged_append() {
                 let _ = t.await;
             }
         });
-        std::thread::sleep(Duration::from_millis(700 + 300 * round));
+        // Kill only once this round has acknowledged real work, however slow the machine.
+        let acked_now = || acked.lock().unwrap().values().map(Vec::len).sum::<usize>();
+        let (before, deadline) = (acked_now(), Instant::now() + Duration::from_secs(60));
+        while acked_now() < before + 100 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: writers made no progress"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100 + 300 * round));
         server.kill();
         rt.block_on(writers).unwrap();
         server.restart();

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use strata_client::{
@@ -38,6 +40,56 @@ async fn next_event(c: &mut GroupConsumer) -> GroupEvent {
     match tokio::time::timeout(WAIT, c.next()).await {
         Ok(Some(Ok(GroupMessage::Event(e)))) => e,
         other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Takes and acks events until the consumers sharing `total` have taken `expected` between
+/// them (a silence of [`WAIT`] also ends it, and the caller's count check then fails). The
+/// consumer is handed back so that it stays connected while the caller checks the group.
+async fn take_shared(
+    mut consumer: GroupConsumer,
+    total: Arc<AtomicUsize>,
+    expected: usize,
+) -> (GroupConsumer, Vec<GroupEvent>) {
+    let mut mine = Vec::new();
+    let mut idle = Duration::ZERO;
+    let tick = Duration::from_millis(50);
+    while total.load(Ordering::SeqCst) < expected && idle < WAIT {
+        match tokio::time::timeout(tick, consumer.next()).await {
+            Ok(Some(Ok(GroupMessage::Event(e)))) => {
+                consumer.ack(&[e.event.id]).await.unwrap();
+                total.fetch_add(1, Ordering::SeqCst);
+                mine.push(e);
+                idle = Duration::ZERO;
+            }
+            Ok(Some(Ok(other))) => panic!("unexpected message {other:?}"),
+            Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
+            Ok(None) => break,
+            Err(_) => idle += tick,
+        }
+    }
+    (consumer, mine)
+}
+
+/// Polls the group until `done` holds for its info (within [`WAIT`]).
+async fn wait_for_group(
+    c: &Client,
+    stream: &str,
+    group: &str,
+    what: &str,
+    done: impl Fn(&strata_client::GroupInfo) -> bool,
+) -> strata_client::GroupInfo {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = c.group_info(stream, group).await.unwrap();
+        if done(&info) {
+            return info;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group {stream}::{group} never reached: {what}; last info {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -75,31 +127,31 @@ fn competing_consumers_get_every_event_and_round_robin_spreads_them() {
         }
         // 270 more, acked as they come, by all three at once.
         expected.extend(append_n(&c, "orders", 270).await);
+        let total = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
-        for mut consumer in consumers {
-            tasks.push(tokio::spawn(async move {
-                let mut mine = Vec::new();
-                while let Ok(Some(Ok(GroupMessage::Event(e)))) =
-                    tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-                {
-                    consumer.ack(&[e.event.id]).await.unwrap();
-                    mine.push(e.event.id);
-                }
-                mine
-            }));
+        for consumer in consumers {
+            tasks.push(tokio::spawn(take_shared(consumer, total.clone(), 270)));
         }
         let mut per_consumer = Vec::new();
+        let mut consumers = Vec::new();
         for t in tasks {
-            let mine = t.await.unwrap();
+            let (consumer, mine) = t.await.unwrap();
             per_consumer.push(mine.len());
-            got.extend(mine);
+            got.extend(mine.iter().map(|e| e.event.id));
+            consumers.push(consumer);
         }
         assert_eq!(got, expected, "every event reaches some consumer");
         assert!(
             per_consumer.iter().all(|n| *n >= 30),
             "round robin spreads the load: {per_consumer:?}"
         );
-        let info = c.group_info("orders", "billing").await.unwrap();
+        let info = wait_for_group(&c, "orders", "billing", "all acked", |i| {
+            i.in_flight == 0 && i.settled_up_to == 300
+        })
+        .await;
+        for consumer in &mut consumers {
+            quiet(consumer, Duration::from_millis(200)).await;
+        }
         assert_eq!(info.in_flight, 0);
         assert_eq!(info.lag, 0);
         assert_eq!(info.settled_up_to, 300);
@@ -142,19 +194,15 @@ fn pinned_keeps_each_stream_on_one_consumer() {
             ..Default::default()
         };
         c.create_group("$all", "pinned", settings).await.unwrap();
+        let total = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..3 {
-            let mut consumer = c.consume_group("$all", "pinned", 20).await.unwrap();
-            let id = consumer.id();
+            let consumer = c.consume_group("$all", "pinned", 20).await.unwrap();
+            let total = total.clone();
             tasks.push(tokio::spawn(async move {
-                let mut streams = Vec::new();
-                while let Ok(Some(Ok(GroupMessage::Event(e)))) =
-                    tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-                {
-                    consumer.ack(&[e.event.id]).await.unwrap();
-                    streams.push(e.event.stream.clone());
-                }
-                (id, streams)
+                let (consumer, got) = take_shared(consumer, total, 160).await;
+                let streams: Vec<String> = got.into_iter().map(|e| e.event.stream).collect();
+                (consumer, streams)
             }));
         }
         for round in 0..20 {
@@ -175,10 +223,11 @@ fn pinned_keeps_each_stream_on_one_consumer() {
         let mut owner: HashMap<String, HashSet<u64>> = HashMap::new();
         let mut total = 0;
         for t in tasks {
-            let (id, streams) = t.await.unwrap();
+            let (mut consumer, streams) = t.await.unwrap();
+            quiet(&mut consumer, Duration::from_millis(200)).await;
             total += streams.len();
             for s in streams {
-                owner.entry(s).or_default().insert(id);
+                owner.entry(s).or_default().insert(consumer.id());
             }
         }
         assert_eq!(total, 160, "every pin-* event once, nothing else");
@@ -236,9 +285,8 @@ fn nack_retry_counts_up_then_parks_and_replay_redelivers() {
             }
         }
         // Retries exhausted: parked, with the reason, and not delivered again.
+        let info = wait_for_group(&c, "payments", "g", "one parked", |i| i.parked == 1).await;
         quiet(&mut consumer, Duration::from_millis(300)).await;
-        let info = c.group_info("payments", "g").await.unwrap();
-        assert_eq!(info.parked, 1);
         assert_eq!(
             info.settled_up_to, 2,
             "a parked message does not hold the checkpoint"
@@ -293,7 +341,7 @@ fn a_message_not_acked_in_time_is_redelivered() {
     rt().block_on(async {
         let c = server.client().await;
         let settings = GroupSettings {
-            message_timeout: Some(Duration::from_millis(300)),
+            message_timeout: Some(Duration::from_secs(2)),
             ..from_start()
         };
         c.create_group("slow", "g", settings).await.unwrap();
@@ -304,7 +352,9 @@ fn a_message_not_acked_in_time_is_redelivered() {
         let again = next_event(&mut consumer).await;
         assert_eq!((again.event.id, again.retry_count), (ids[0], 1));
         consumer.ack(&[ids[0]]).await.unwrap();
-        quiet(&mut consumer, Duration::from_millis(700)).await;
+        // Longer than the timeout plus the group's 100 ms timer: an ack that did not count
+        // would bring a third delivery.
+        quiet(&mut consumer, Duration::from_millis(2500)).await;
     });
 }
 
@@ -523,7 +573,10 @@ fn groups_survive_a_restart_and_updates_keep_the_position() {
         let e = next_event(&mut consumer).await;
         assert_eq!(e.event.revision, 3, "the update kept the position");
         consumer.ack(&[e.event.id]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        wait_for_group(&c, "acct", "all", "revision 3 acked", |i| {
+            i.settled_up_to == 4
+        })
+        .await;
     });
     assert!(server.terminate().success());
     server.restart();
@@ -673,20 +726,22 @@ fn pinned_by_correlation_keeps_each_correlation_id_on_one_consumer() {
             ..Default::default()
         };
         c.create_group("$all", "g", settings).await.unwrap();
+        let total = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..3 {
-            let mut consumer = c.consume_group("$all", "g", 20).await.unwrap();
-            let id = consumer.id();
+            let consumer = c.consume_group("$all", "g", 20).await.unwrap();
+            let total = total.clone();
             tasks.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                while let Ok(Some(Ok(GroupMessage::Event(e)))) =
-                    tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-                {
-                    consumer.ack(&[e.event.id]).await.unwrap();
-                    let m: serde_json::Value = serde_json::from_slice(&e.event.metadata).unwrap();
-                    got.push(m["$correlationId"].as_str().unwrap().to_owned());
-                }
-                (id, got)
+                let (consumer, events) = take_shared(consumer, total, 60).await;
+                let got: Vec<String> = events
+                    .iter()
+                    .map(|e| {
+                        let m: serde_json::Value =
+                            serde_json::from_slice(&e.event.metadata).unwrap();
+                        m["$correlationId"].as_str().unwrap().to_owned()
+                    })
+                    .collect();
+                (consumer, got)
             }));
         }
         // Each event in its own stream; the correlation ID is what ties them together.
@@ -701,10 +756,11 @@ fn pinned_by_correlation_keeps_each_correlation_id_on_one_consumer() {
         let mut owner: HashMap<String, HashSet<u64>> = HashMap::new();
         let mut total = 0;
         for t in tasks {
-            let (id, got) = t.await.unwrap();
+            let (mut consumer, got) = t.await.unwrap();
+            quiet(&mut consumer, Duration::from_millis(200)).await;
             total += got.len();
             for k in got {
-                owner.entry(k).or_default().insert(id);
+                owner.entry(k).or_default().insert(consumer.id());
             }
         }
         assert_eq!(total, 60);

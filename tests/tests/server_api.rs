@@ -417,7 +417,7 @@ fn client_retries_appends_across_a_server_restart() {
     let mut server = Server::start(dir.path(), &[]);
     rt().block_on(async {
         let c = strata_client::Client::builder(server.url())
-            .append_retries(8)
+            .append_retries(20)
             .connect()
             .await
             .unwrap();
