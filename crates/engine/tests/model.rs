@@ -312,7 +312,13 @@ fn check(e: &Engine, m: &Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // A fixed seed keeps CI deterministic; more cases make up for not varying it per run.
+    // Explore other seeds locally by editing this (the env var is not read when it is set).
+    #![proptest_config(ProptestConfig {
+        cases: 160,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5374_7261_7461),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn engine_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
         run(ops)?;
