@@ -268,6 +268,23 @@ impl LogFile for FaultyFile {
         }
         self.inner.sync_data()
     }
+    /// The durable write production uses (one `pwritev2(RWF_DSYNC)` on Linux), with the same
+    /// faults: a failing write may leave a torn prefix; a failing sync leaves the bytes
+    /// written but not durable.
+    fn write_all_at_durable(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if fires(&self.faults.writes_left) {
+            let torn = (self.faults.torn_bytes.load(Ordering::SeqCst) as usize).min(buf.len());
+            if torn > 0 {
+                self.inner.write_all_at(&buf[..torn], offset)?;
+            }
+            return Err(injected("write"));
+        }
+        if fires(&self.faults.syncs_left) {
+            self.inner.write_all_at(buf, offset)?;
+            return Err(injected("fsync"));
+        }
+        self.inner.write_all_at_durable(buf, offset)
+    }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }

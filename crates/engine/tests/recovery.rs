@@ -271,9 +271,20 @@ fn failed_fsync_makes_the_store_read_only_until_reopened() {
 
 #[test]
 fn torn_write_from_a_failing_disk_is_recovered() {
+    // Both write paths: plain writes (no-sync) and the durable write production uses.
+    for durability in [
+        strata_engine::Durability::NoSync,
+        strata_engine::Durability::Fsync,
+    ] {
+        torn_write_is_recovered(durability);
+    }
+}
+
+fn torn_write_is_recovered(durability: strata_engine::Durability) {
     let dir = tempdir().unwrap();
     let faulty = FaultyFs::new(Arc::new(OsFs));
     let mut c = config(&dir);
+    c.durability = durability;
     c.fs = Arc::new(faulty.clone());
     let e = Engine::open(c).unwrap();
     rt().block_on(async {
