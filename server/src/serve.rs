@@ -244,6 +244,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
 
+    // A failed write or fsync turns the store read-only until it is reopened: the write
+    // paths (and the server as a whole) then report NOT_SERVING; reads and catch-up
+    // subscriptions go on.
+    tokio::spawn(watch_read_only(
+        engine.clone(),
+        health.clone(),
+        shutdown_rx.clone(),
+    ));
+
     let health_for_shutdown = health.clone();
     let shutdown = async move {
         signalled().await;
@@ -328,5 +337,32 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert!(parse_size("12XB").is_err());
         assert!(parse_size("MiB").is_err());
+    }
+}
+
+/// Services that cannot work while the store refuses writes.
+const WRITE_SERVICES: [&str; 3] = ["", "strata.v1.Streams", "strata.v1.PersistentSubscriptions"];
+
+/// Sets health to NOT_SERVING for the write services once the store turns read-only.
+async fn watch_read_only(
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Some(reason) = engine.read_only_reason() {
+            tracing::error!(%reason, "the store is read-only until the server is restarted; health reports NOT_SERVING");
+            for name in WRITE_SERVICES {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            return;
+        }
     }
 }

@@ -109,23 +109,52 @@ impl Server {
 
     /// Starts a server listening on `listen`.
     pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
-        Self::try_start_on(dir, listen, extra).unwrap_or_else(|log| {
+        Self::try_start_on(dir, listen, extra, None).unwrap_or_else(|log| {
+            panic!("strata serve did not start; its log:\n{log}");
+        })
+    }
+
+    /// Starts a server whose files cannot grow past `max_file_bytes` (`RLIMIT_FSIZE`, with
+    /// `SIGXFSZ` ignored): a write beyond it fails with EFBIG, as on a failing or full disk.
+    pub fn start_with_file_limit(dir: &Path, extra: &[&str], max_file_bytes: u64) -> Server {
+        Self::try_start_on(dir, "127.0.0.1:0", extra, Some(max_file_bytes)).unwrap_or_else(|log| {
             panic!("strata serve did not start; its log:\n{log}");
         })
     }
 
     /// Starts a server listening on `listen`, or returns the log of the one that did not start.
-    fn try_start_on(dir: &Path, listen: &str, extra: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(strata_bin())
-            .args(["serve", "--data-dir"])
+    fn try_start_on(
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        max_file_bytes: Option<u64>,
+    ) -> Result<Server, String> {
+        let mut cmd = Command::new(strata_bin());
+        cmd.args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--listen", listen, "--log-format", "json"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn strata serve");
+            .stderr(Stdio::piped());
+        if let Some(limit) = max_file_bytes {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn strata serve");
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -253,7 +282,7 @@ impl Server {
         // port); wait for it rather than fail.
         let mut tries = 0;
         let next = loop {
-            match Server::try_start_on(&self.dir, &self.addr.to_string(), &extra) {
+            match Server::try_start_on(&self.dir, &self.addr.to_string(), &extra, None) {
                 Ok(server) => break server,
                 Err(log) if log.contains("in use") && tries < 50 => {
                     tries += 1;

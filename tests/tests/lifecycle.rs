@@ -230,3 +230,87 @@ fn health_answers_not_serving_while_recovery_runs() {
     );
     assert_eq!(seen.last().map(String::as_str), Some("SERVING"), "{seen:?}");
 }
+
+/// A write the disk refuses (here: the file-size limit, EFBIG) turns the store read-only:
+/// appends fail with a clear reason, health reports NOT_SERVING, reads go on, and a restart
+/// (with room to write) recovers every acknowledged append.
+#[test]
+fn a_failed_write_turns_the_store_read_only_and_health_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with_file_limit(dir.path(), &[], 2 * 1024 * 1024);
+    let acked = rt().block_on(async {
+        let c = Client::builder(server.url())
+            .append_retries(0)
+            .connect()
+            .await
+            .unwrap();
+        let mut acked = Vec::new();
+        let err = loop {
+            assert!(acked.len() < 100, "the file-size limit never stopped a write");
+            let id = Uuid::new_v4();
+            let e = EventData::json_bytes("Big", format!("\"{}\"", "x".repeat(100_000))).id(id);
+            match c.append("big", Exp::Any, vec![e]).await {
+                Ok(r) => acked.push((r.revision, id)),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(&err, strata_client::Error::Unavailable(m) if m.contains("read-only") || m.contains("failed")),
+            "{err:?}"
+        );
+        // Later appends are refused too, with the reason.
+        let again = c
+            .append("other", Exp::Any, vec![EventData::json("Small", &1).unwrap()])
+            .await
+            .unwrap_err();
+        assert!(matches!(again, strata_client::Error::Unavailable(_)), "{again:?}");
+        let info = c.server_info().await.unwrap();
+        assert!(info.read_only_reason.is_some(), "{info:?}");
+        // Reads still work and see exactly what was acknowledged.
+        let events: Vec<_> = c
+            .read_stream("big", ReadOptions::default())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, acked.iter().map(|(_, id)| *id).collect::<Vec<_>>());
+        acked
+    });
+    // Health turns NOT_SERVING (the watcher polls every 200 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = server.cli(&["health"]);
+        let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if status == "NOT_SERVING" {
+            assert_ne!(out.status.code(), Some(0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "health still says {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.logs().contains("read-only"), "{}", server.logs());
+    server.kill();
+    // Reopened without the limit: the failed write's torn bytes are cut, nothing acked is lost.
+    server.restart();
+    rt().block_on(async {
+        let c = server.client().await;
+        let events: Vec<_> = c
+            .read_stream("big", ReadOptions::default())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(events.len(), acked.len());
+        c.append(
+            "big",
+            Exp::Exact(acked.len() as u64 - 1),
+            vec![EventData::json("After", &1).unwrap()],
+        )
+        .await
+        .unwrap();
+    });
+    assert_eq!(server.cli(&["health"]).status.code(), Some(0));
+}

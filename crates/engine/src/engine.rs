@@ -616,6 +616,11 @@ impl Engine {
             .collect()
     }
 
+    /// Why the store refuses writes, once a write or fsync has failed (until it is reopened).
+    pub fn read_only_reason(&self) -> Option<String> {
+        self.shared.poisoned()
+    }
+
     pub fn stats(&self) -> EngineStats {
         let segments = self.shared.log.segments();
         let log_bytes = segments.iter().map(|s| s.file.len().unwrap_or(0)).sum();
