@@ -325,21 +325,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("MiB").is_err());
-    }
-}
-
 /// Services that cannot work while the store refuses writes.
 const WRITE_SERVICES: [&str; 3] = ["", "strata.v1.Streams", "strata.v1.PersistentSubscriptions"];
 
@@ -364,5 +349,20 @@ async fn watch_read_only(
             }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 }
