@@ -203,7 +203,7 @@ async fn main() {
         .map(|c| c.trim().parse().expect("--clients"))
         .collect();
     println!(
-        "# load: server {url}, {} B data + ~70 B metadata per event, {:.0} s per run",
+        "# load: server {url}, {} B data + ~70 B metadata per event, {} s per run",
         args.event_size, args.duration
     );
     let mut unary_ceiling = std::collections::HashMap::new();
