@@ -47,6 +47,22 @@ pub enum DurabilityArg {
     NoSync,
 }
 
+/// When the whole log is checked (framing, CRC, complete appends) at start-up. Opening checks
+/// only what follows the index checkpoint, so that it does not take time proportional to the
+/// store; this finds damage in the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyArg {
+    /// Serve at once and check the whole log in the background; damage turns the store
+    /// read-only (health NOT_SERVING) with the file and offset in the log and in every
+    /// refused write.
+    Background,
+    /// Check the whole log before serving (health answers NOT_SERVING meanwhile); damage stops
+    /// the server from starting, with the file and offset.
+    Startup,
+    /// Do not check (`strata verify` on a stopped server still can).
+    Off,
+}
+
 /// Options of `strata serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -71,6 +87,15 @@ pub struct ServeArgs {
     /// Address for the Prometheus endpoint (http://ADDR/metrics), or `off`.
     #[arg(long, env = "STRATA_METRICS_LISTEN", default_value = "off", value_parser = crate::metrics::parse_listen)]
     pub metrics_listen: crate::metrics::ListenAddr,
+    /// When the whole log is checked for damage (open itself checks only what follows the
+    /// index checkpoint).
+    #[arg(
+        long,
+        env = "STRATA_VERIFY_LOG",
+        value_enum,
+        default_value = "background"
+    )]
+    pub verify_log: VerifyArg,
 }
 
 /// Parses `1024`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB` as powers of 1024).
@@ -92,11 +117,27 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn signalled() {
+/// SIGTERM and SIGINT handlers, installed as the server starts: a signal that arrives during
+/// recovery or just after the port opens still means a clean shutdown, not the default
+/// action (an abrupt exit).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+fn install_signals() -> Result<Signals, String> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    Ok(Signals {
+        term: signal(SignalKind::terminate())
+            .map_err(|e| format!("cannot install a SIGTERM handler: {e}"))?,
+        int: signal(SignalKind::interrupt())
+            .map_err(|e| format!("cannot install a SIGINT handler: {e}"))?,
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives (or arrived since the handlers were installed).
+async fn signalled(signals: Signals) {
+    let Signals { mut term, mut int } = signals;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
@@ -118,6 +159,7 @@ fn accepted(
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    let signals = install_signals()?;
     if args.max_append_size == 0 || args.max_append_size > 64 * 1024 * 1024 {
         return Err(format!(
             "--max-append-size must be between 1 byte and 64MiB, got {}",
@@ -170,7 +212,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         })
     };
     tracing::info!(%addr, "recovering the store; health checks on {addr} answer NOT_SERVING until it is open");
-    let opened = tokio::task::spawn_blocking(move || Engine::open(config)).await;
+    let verify_first = args.verify_log == VerifyArg::Startup;
+    let opened = tokio::task::spawn_blocking(move || {
+        let engine = Engine::open(config)?;
+        if verify_first {
+            let started = std::time::Instant::now();
+            let report = engine.verify()?;
+            log_verified(&report, started.elapsed());
+        }
+        Ok::<_, strata_engine::Error>(engine)
+    })
+    .await;
     let _ = recovered_tx.send(true);
     // A client watching health could hold the start-up server open; do not wait for it long.
     let mut starting = starting;
@@ -196,6 +248,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         recovery_ms = r.duration.as_millis() as u64,
         "store recovered"
     );
+
+    // Set when shutdown begins, so the background check lets go of the store.
+    let stop_verify = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if args.verify_log == VerifyArg::Background {
+        let (engine, stop) = (engine.clone(), stop_verify.clone());
+        tokio::task::spawn_blocking(move || verify_in_background(&engine, &stop));
+    }
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
@@ -255,7 +314,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let health_for_shutdown = health.clone();
     let shutdown = async move {
-        signalled().await;
+        signalled(signals).await;
+        stop_verify.store(true, std::sync::atomic::Ordering::Relaxed);
         for name in SERVICES {
             health_for_shutdown
                 .set_service_status(name, ServingStatus::NotServing)
@@ -323,6 +383,37 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("closing the store failed: {e}"))?;
     tracing::info!("store closed cleanly");
     Ok(())
+}
+
+fn log_verified(report: &strata_engine::VerifyReport, took: std::time::Duration) {
+    tracing::info!(
+        records = report.records,
+        bytes = report.bytes,
+        segments = report.segments,
+        verify_ms = took.as_millis() as u64,
+        "log verified: every record up to the end found at start-up is intact"
+    );
+}
+
+/// Checks the whole log of a serving store; damage turns it read-only (the watcher then
+/// reports NOT_SERVING). Reads of the damaged records fail on their own with the same file
+/// and offset.
+fn verify_in_background(engine: &Engine, stop: &std::sync::atomic::AtomicBool) {
+    let started = std::time::Instant::now();
+    match engine.verify_until(stop) {
+        Ok(report) => log_verified(&report, started.elapsed()),
+        Err(strata_engine::Error::Closed) => {
+            tracing::info!("log verification stopped: the server is shutting down")
+        }
+        Err(e) => {
+            let reason = format!(
+                "the background check of the log found damage: {e}; restore from a backup or \
+                 run `strata verify` on the stopped server"
+            );
+            tracing::error!(error = %e, "log verification failed");
+            engine.refuse_writes(reason);
+        }
+    }
 }
 
 /// Services that cannot work while the store refuses writes.

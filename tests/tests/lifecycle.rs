@@ -314,3 +314,16 @@ fn a_failed_write_turns_the_store_read_only_and_health_says_so() {
     });
     assert_eq!(server.cli(&["health"]).status.code(), Some(0));
 }
+
+/// SIGTERM the moment the server says it listens (or even earlier) still shuts it down
+/// cleanly: the handlers are installed before recovery starts.
+#[test]
+fn sigterm_right_after_start_is_a_clean_shutdown() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(dir.path(), &[]);
+        let status = server.terminate();
+        assert!(status.success(), "{status:?}: {}", server.logs());
+        assert!(server.logs().contains("store closed cleanly"));
+    }
+}

@@ -137,7 +137,7 @@ impl Shared {
 
     /// Turns the store read-only; returns the reason.
     pub(crate) fn poison(&self, reason: String) -> String {
-        tracing::error!(%reason, "write failed; the store is now read-only until reopened");
+        tracing::error!(%reason, "the store is now read-only until reopened");
         let mut p = self.poisoned.lock().expect("poison lock");
         p.get_or_insert(reason).clone()
     }
@@ -643,7 +643,21 @@ impl Engine {
     /// append is complete. Returns what was checked, or the first corruption (file and offset).
     /// Blocking; reads everything once, sequentially.
     pub fn verify(&self) -> Result<VerifyReport> {
-        self.shared.verify()
+        self.shared.verify(None)
+    }
+
+    /// [`Engine::verify`] that gives up with [`Error::Closed`] soon after `stop` is set (for a
+    /// check running beside a server that is shutting down).
+    pub fn verify_until(&self, stop: &std::sync::atomic::AtomicBool) -> Result<VerifyReport> {
+        self.shared.verify(Some(stop))
+    }
+
+    /// Turns the store read-only, as a failed write does: every later write fails with
+    /// [`Error::ReadOnly`] carrying `reason`; reads go on. For damage found outside the write
+    /// path (e.g. by [`Engine::verify`] on a running store). Returns the reason in force (the
+    /// first one, if the store was already read-only).
+    pub fn refuse_writes(&self, reason: String) -> String {
+        self.shared.poison(reason)
     }
 
     /// Writes all in-memory index entries to sled now.

@@ -65,8 +65,9 @@ pub enum Error {
     #[error("position {position} is not the start of a record in the log")]
     InvalidPosition { position: u64 },
 
-    /// A write or fsync failed earlier; the engine accepts no more writes until reopened.
-    #[error("the store is read-only after a failed write: {reason}; reads still work, reopen the store to recover")]
+    /// A write or fsync failed earlier (or damage was found in the log); the engine accepts no
+    /// more writes until reopened.
+    #[error("the store is read-only: {reason}; reads still work, reopen the store to recover")]
     ReadOnly { reason: String },
 
     /// An operating-system I/O error.

@@ -214,13 +214,23 @@ impl Shared {
         })
     }
 
-    pub(crate) fn verify(&self) -> Result<crate::engine::VerifyReport> {
+    /// Checks every record up to the committed end; stops with [`Error::Closed`] once `stop`
+    /// is set.
+    pub(crate) fn verify(
+        &self,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<crate::engine::VerifyReport> {
         let end = self.log.committed_end();
         let segments = self.log.segments();
         let mut pos = segments.first().map_or(0, |s| s.base);
         let mut cursor = Cursor::new(&self.log, end, SEQUENTIAL_CHUNK);
         let (mut records, mut open_append) = (0u64, None::<u64>);
         while pos < end {
+            if records % 4096 == 0
+                && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return Err(Error::Closed);
+            }
             let item = match cursor.at(pos)? {
                 Step::Record(item) => item,
                 Step::End => break,
