@@ -175,3 +175,135 @@ pub fn from_persistent(e: strata_persistent::Error) -> Status {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_engine::ExpectedRevision;
+
+    fn detail(s: &Status) -> Kind {
+        v1::ErrorDetail::decode(s.details())
+            .expect("every status carries an ErrorDetail")
+            .kind
+            .expect("with a kind")
+    }
+
+    #[test]
+    fn wrong_expected_revision_names_stream_expected_and_actual() {
+        let s = from_engine(Error::WrongExpectedRevision {
+            stream: "orders-1".into(),
+            expected: ExpectedRevision::Exact(3),
+            actual: CurrentRevision::Revision(7),
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().contains("orders-1"), "{}", s.message());
+        match detail(&s) {
+            Kind::WrongExpectedRevision(w) => {
+                assert_eq!(w.stream, "orders-1");
+                assert_eq!(w.actual_revision, Some(7));
+                assert!(w.expected.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = from_engine(Error::WrongExpectedRevision {
+            stream: "new".into(),
+            expected: ExpectedRevision::StreamExists,
+            actual: CurrentRevision::NoStream,
+        });
+        match detail(&s) {
+            Kind::WrongExpectedRevision(w) => assert_eq!(w.actual_revision, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_engine_error_has_its_code_and_detail() {
+        let id = uuid::Uuid::nil();
+        let cases: Vec<(Error, Code, &str)> = vec![
+            (
+                Error::StreamNotFound { stream: "a".into() },
+                Code::NotFound,
+                "StreamNotFound",
+            ),
+            (
+                Error::StreamDeleted { stream: "a".into() },
+                Code::FailedPrecondition,
+                "StreamDeleted",
+            ),
+            (
+                Error::InvalidArgument {
+                    field: "event_type",
+                    reason: "must not be empty".into(),
+                },
+                Code::InvalidArgument,
+                "InvalidArgument",
+            ),
+            (
+                Error::ReservedStream {
+                    stream: "$x".into(),
+                },
+                Code::InvalidArgument,
+                "InvalidArgument",
+            ),
+            (
+                Error::InvalidPosition { position: 9 },
+                Code::InvalidArgument,
+                "InvalidArgument",
+            ),
+            (
+                Error::AppendTooLarge {
+                    stream: "a".into(),
+                    size: 2,
+                    max: 1,
+                },
+                Code::ResourceExhausted,
+                "AppendTooLarge",
+            ),
+            (
+                Error::IdempotencyConflict {
+                    stream: "a".into(),
+                    event_id: id,
+                    detail: "is at revision 3".into(),
+                },
+                Code::AlreadyExists,
+                "IdempotencyConflict",
+            ),
+            (
+                Error::ReadOnly {
+                    reason: "disk full".into(),
+                },
+                Code::Unavailable,
+                "Unavailable",
+            ),
+            (Error::Closed, Code::Unavailable, "Unavailable"),
+            (
+                Error::Corruption {
+                    file: "log/0.seg".into(),
+                    offset: 40,
+                    reason: "CRC mismatch".into(),
+                },
+                Code::DataLoss,
+                "Internal",
+            ),
+        ];
+        for (e, code, kind) in cases {
+            let text = e.to_string();
+            let s = from_engine(e);
+            assert_eq!(s.code(), code, "{text}");
+            assert_eq!(s.message(), text, "the message is the engine's own");
+            let got = format!("{:?}", detail(&s));
+            assert!(got.starts_with(kind), "{text}: {got}");
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let s = invalid("max_count", "must be positive");
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "invalid max_count: must be positive");
+        match detail(&s) {
+            Kind::InvalidArgument(a) => assert_eq!(a.field, "max_count"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -105,3 +105,71 @@ pub fn from_strata(s: Status) -> Status {
         _ => Status::new(s.code(), s.message()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exception(s: &Status) -> &str {
+        s.metadata()
+            .get("exception")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    // Clients match these texts and trailers; they must not drift.
+    #[test]
+    fn delete_conflicts_use_kurrentdbs_wording() {
+        let s = delete_wrong_version("orders", ExpectedRevision::Exact(4), Some(6));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "Delete failed due to WrongExpectedVersion. Stream: orders, Expected version: 4, Actual version: 6"
+        );
+        assert_eq!(exception(&s), "wrong-expected-version");
+        let s = delete_wrong_version("orders", ExpectedRevision::NoStream, None);
+        assert!(
+            s.message().ends_with("Actual version: -1"),
+            "{}",
+            s.message()
+        );
+    }
+
+    #[test]
+    fn deleted_stream_and_missing_group_wording() {
+        let s = stream_deleted("orders");
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.message(), "Event stream 'orders' is deleted.");
+        assert_eq!(exception(&s), "stream-deleted");
+        let s = group_not_found("$all", "billing");
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(
+            s.message(),
+            "Subscription group 'billing' on stream '$all' does not exist."
+        );
+        assert_eq!(exception(&s), "persistent-subscription-does-not-exist");
+    }
+
+    #[test]
+    fn strata_statuses_are_rewritten_without_strata_details() {
+        let strata = crate::status::from_engine(strata_engine::Error::StreamDeleted {
+            stream: "gone".into(),
+        });
+        let s = from_strata(strata);
+        assert_eq!(s.message(), "Event stream 'gone' is deleted.");
+        assert!(
+            s.details().is_empty(),
+            "KurrentDB clients get no Strata detail"
+        );
+        let s = from_strata(crate::status::from_engine(
+            strata_engine::Error::AppendTooLarge {
+                stream: "a".into(),
+                size: 2_000_000,
+                max: 1_048_576,
+            },
+        ));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "Maximum Append Size of 1048576 Exceeded.");
+        assert_eq!(exception(&s), "maximum-append-size-exceeded");
+    }
+}
