@@ -137,3 +137,77 @@ impl From<Status> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, kind: Kind) -> Status {
+        let detail = v1::ErrorDetail { kind: Some(kind) };
+        Status::with_details(code, "server text", detail.encode_to_vec().into())
+    }
+
+    #[test]
+    fn details_become_typed_errors() {
+        let e = Error::from(status(
+            Code::FailedPrecondition,
+            Kind::WrongExpectedRevision(v1::WrongExpectedRevision {
+                stream: "acct-1".into(),
+                expected: Some(v1::ExpectedRevision {
+                    kind: Some(v1::expected_revision::Kind::Exact(2)),
+                }),
+                actual_revision: Some(5),
+            }),
+        ));
+        assert_eq!(
+            e,
+            Error::WrongExpectedRevision {
+                stream: "acct-1".into(),
+                expected: ExpectedRevision::Exact(2),
+                actual: Some(5),
+            }
+        );
+        assert!(e.to_string().contains("actual 5"), "{e}");
+        let e = Error::from(status(
+            Code::NotFound,
+            Kind::GroupNotFound(v1::GroupNotFound {
+                stream: "$all".into(),
+                group: "g".into(),
+            }),
+        ));
+        assert!(matches!(e, Error::GroupNotFound { ref group, .. } if group == "g"));
+        let e = Error::from(status(
+            Code::Unavailable,
+            Kind::Unavailable(v1::Unavailable {
+                reason: "the store is read-only: disk full".into(),
+            }),
+        ));
+        assert_eq!(
+            e,
+            Error::Unavailable("the store is read-only: disk full".into())
+        );
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn transport_statuses_without_detail() {
+        assert_eq!(
+            Error::from(Status::unavailable("connection refused")),
+            Error::Unavailable("connection refused".into())
+        );
+        assert!(Error::from(Status::cancelled("closed")).is_transient());
+        assert_eq!(
+            Error::from(Status::deadline_exceeded("late")),
+            Error::DeadlineExceeded
+        );
+        let e = Error::from(Status::data_loss("corrupt log: x at byte offset 4"));
+        assert!(!e.is_transient());
+        assert_eq!(
+            e,
+            Error::Server {
+                code: Code::DataLoss,
+                message: "corrupt log: x at byte offset 4".into()
+            }
+        );
+    }
+}

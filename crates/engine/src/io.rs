@@ -292,3 +292,49 @@ impl LogFile for FaultyFile {
         self.inner.set_len(len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_fire_on_the_nth_call_and_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new(Arc::new(OsFs));
+        let f = fs.open(&dir.path().join("f"), true).unwrap();
+        f.write_all_at(b"abcd", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.fail_write_after(2, 2);
+        f.write_all_at(b"efgh", 4).unwrap();
+        let err = f.write_all_at(b"ijkl", 8).unwrap_err();
+        assert!(err.to_string().contains("injected write"), "{err}");
+        assert_eq!(f.len().unwrap(), 10, "the failing write left 2 torn bytes");
+        assert!(
+            f.write_all_at(b"mnop", 10).is_err(),
+            "a dead disk stays dead"
+        );
+        fs.fail_sync_after(1);
+        assert!(f.sync_data().is_err());
+        let mut buf = [0u8; 10];
+        assert_eq!(f.read_full_at(&mut buf, 0).unwrap(), 10);
+        assert_eq!(&buf, b"abcdefghij");
+    }
+
+    #[test]
+    fn durable_writes_see_the_same_faults() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new(Arc::new(OsFs));
+        let f = fs.open(&dir.path().join("f"), true).unwrap();
+        f.write_all_at_durable(b"abcd", 0).unwrap();
+        fs.fail_sync_after(1);
+        let err = f.write_all_at_durable(b"efgh", 4).unwrap_err();
+        assert!(err.to_string().contains("injected fsync"), "{err}");
+        assert_eq!(f.len().unwrap(), 8, "written, but not made durable");
+        let dir2 = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new(Arc::new(OsFs));
+        let f = fs.open(&dir2.path().join("f"), true).unwrap();
+        fs.fail_write_after(1, 3);
+        assert!(f.write_all_at_durable(b"abcdef", 0).is_err());
+        assert_eq!(f.len().unwrap(), 3, "a torn prefix");
+    }
+}
