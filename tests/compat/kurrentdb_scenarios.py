@@ -154,6 +154,24 @@ class Appends(unittest.TestCase):
     def test_conflicts_list_batch_append_rpc(self):
         self._conflicts(lambda e: [e])
 
+    def test_empty_append_checks_the_expectation_and_writes_nothing(self):
+        s = uniq("empty")
+        # A missing stream: nothing to report a position for.
+        self.assertEqual(
+            client.append_to_stream(s, current_version=StreamState.NO_STREAM, events=[]), 0)
+        with self.assertRaises(WrongCurrentVersionError):
+            client.append_to_stream(s, current_version=0, events=[])
+        p1 = client.append_to_stream(s, current_version=StreamState.NO_STREAM, events=[ev(0), ev(1)])
+        # An existing stream: its last event's position, and nothing written.
+        self.assertEqual(client.append_to_stream(s, current_version=1, events=[]), p1)
+        self.assertEqual(client.append_to_stream(s, current_version=StreamState.EXISTS, events=[]), p1)
+        with self.assertRaises(WrongCurrentVersionError):
+            client.append_to_stream(s, current_version=StreamState.NO_STREAM, events=[])
+        self.assertEqual(len(client.get_stream(s)), 2)
+        client.tombstone_stream(s, current_version=1)
+        assert_stream_deleted(self, client.append_to_stream, s,
+                              current_version=StreamState.ANY, events=[])
+
     def test_idempotent_retry_single_event(self):
         s = uniq("idem1")
         e0, e1 = ev(0), ev(1)

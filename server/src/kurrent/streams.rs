@@ -131,40 +131,80 @@ macro_rules! expected_of {
     }};
 }
 
+/// What an Append or a BatchAppend batch reports: the stream's revision after it (`None`: the
+/// stream has no events) and the position of its last event (`None`: no position to report).
+pub struct Appended {
+    pub revision: Option<u64>,
+    pub position: Option<u64>,
+}
+
 /// Appends with KurrentDB's rules for stream names: `$$<stream>` with a `$metadata` event sets
-/// the metadata of `<stream>`; other `$` streams are system streams.
+/// the metadata of `<stream>`; other `$` streams are system streams. An append of no events
+/// writes nothing and reports the stream's state if the expectation holds.
 pub async fn append_events(
     engine: &Engine,
     stream: &str,
     expected: ExpectedRevision,
     events: Vec<EventData>,
-) -> Result<strata_engine::AppendResult, Error> {
-    if events.is_empty() {
-        // Nothing to write: answer with the stream's state if the expectation holds.
-        let info = engine.stream_info(stream);
-        let last = info.as_ref().and_then(|i| i.last_revision);
-        let visible = info
-            .as_ref()
-            .is_some_and(|i| i.last_revision.is_some() && !i.soft_deleted && !i.tombstoned);
-        let ok = match expected {
-            ExpectedRevision::Any => true,
-            ExpectedRevision::NoStream => !visible,
-            ExpectedRevision::StreamExists => visible,
-            ExpectedRevision::Exact(n) => last == Some(n),
-        };
-        if !ok {
-            return Err(Error::WrongExpectedRevision {
-                stream: stream.into(),
-                expected,
-                actual: CurrentRevision::from_last(last),
-            });
-        }
-        return Ok(strata_engine::AppendResult {
-            revision: last.unwrap_or(0),
-            position: engine.log_end().saturating_sub(1),
-            idempotent_replay: true,
+) -> Result<Appended, Error> {
+    if !events.is_empty() {
+        let r = write_events(engine, stream, expected, events).await?;
+        return Ok(Appended {
+            revision: Some(r.revision),
+            position: Some(r.position),
         });
     }
+    let info = engine.stream_info(stream);
+    if info.as_ref().is_some_and(|i| i.tombstoned) {
+        return Err(Error::StreamDeleted {
+            stream: stream.into(),
+        });
+    }
+    let last = info.as_ref().and_then(|i| i.last_revision);
+    let visible = info
+        .as_ref()
+        .is_some_and(|i| i.last_revision.is_some() && !i.soft_deleted);
+    let ok = match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => !visible,
+        ExpectedRevision::StreamExists => visible,
+        ExpectedRevision::Exact(n) => last == Some(n),
+    };
+    if !ok {
+        return Err(Error::WrongExpectedRevision {
+            stream: stream.into(),
+            expected,
+            actual: CurrentRevision::from_last(last),
+        });
+    }
+    // The position of the stream's last event, when it can still be read.
+    let position = if visible {
+        match engine.read_stream(
+            stream,
+            strata_engine::StreamFrom::End,
+            strata_engine::Direction::Backwards,
+            1,
+        ) {
+            Ok(s) => s.events.first().map(|e| e.position),
+            Err(Error::StreamNotFound { .. }) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    Ok(Appended {
+        revision: last,
+        position,
+    })
+}
+
+/// Writes a non-empty append.
+async fn write_events(
+    engine: &Engine,
+    stream: &str,
+    expected: ExpectedRevision,
+    events: Vec<EventData>,
+) -> Result<strata_engine::AppendResult, Error> {
     if let Some(target) = stream.strip_prefix("$$") {
         if events.len() == 1 && events[0].event_type == "$metadata" {
             let meta =
@@ -655,15 +695,17 @@ impl ks::streams_server::Streams for KurrentStreams {
         use ks::append_resp::{success, Result as R, Success};
         let result = match append_events(&self.engine, &stream, expected, events).await {
             Ok(r) => R::Success(Success {
-                current_revision_option: Some(success::CurrentRevisionOption::CurrentRevision(
-                    r.revision,
-                )),
-                position_option: Some(success::PositionOption::Position(
-                    ks::append_resp::Position {
-                        commit_position: to_commit(r.position),
-                        prepare_position: to_commit(r.position),
-                    },
-                )),
+                current_revision_option: Some(match r.revision {
+                    Some(rev) => success::CurrentRevisionOption::CurrentRevision(rev),
+                    None => success::CurrentRevisionOption::NoStream(Default::default()),
+                }),
+                position_option: Some(match r.position {
+                    Some(p) => success::PositionOption::Position(ks::append_resp::Position {
+                        commit_position: to_commit(p),
+                        prepare_position: to_commit(p),
+                    }),
+                    None => success::PositionOption::NoPosition(Default::default()),
+                }),
             }),
             Err(Error::WrongExpectedRevision {
                 expected, actual, ..
@@ -820,15 +862,21 @@ impl ks::streams_server::Streams for KurrentStreams {
                     use ks::batch_append_resp::{success, Result as R, Success};
                     let result = match append_events(&engine, &p.stream, expected, p.events).await {
                         Ok(r) => R::Success(Success {
-                            current_revision_option: Some(
-                                success::CurrentRevisionOption::CurrentRevision(r.revision),
-                            ),
-                            position_option: Some(success::PositionOption::Position(
-                                kc::AllStreamPosition {
-                                    commit_position: to_commit(r.position),
-                                    prepare_position: to_commit(r.position),
-                                },
-                            )),
+                            current_revision_option: Some(match r.revision {
+                                Some(rev) => success::CurrentRevisionOption::CurrentRevision(rev),
+                                None => {
+                                    success::CurrentRevisionOption::NoStream(Default::default())
+                                }
+                            }),
+                            position_option: Some(match r.position {
+                                Some(p) => {
+                                    success::PositionOption::Position(kc::AllStreamPosition {
+                                        commit_position: to_commit(p),
+                                        prepare_position: to_commit(p),
+                                    })
+                                }
+                                None => success::PositionOption::NoPosition(Default::default()),
+                            }),
                         }),
                         Err(e) => R::Error(batch_error(e)),
                     };
