@@ -864,9 +864,7 @@ impl ks::streams_server::Streams for KurrentStreams {
                         Ok(r) => R::Success(Success {
                             current_revision_option: Some(match r.revision {
                                 Some(rev) => success::CurrentRevisionOption::CurrentRevision(rev),
-                                None => {
-                                    success::CurrentRevisionOption::NoStream(Default::default())
-                                }
+                                None => success::CurrentRevisionOption::NoStream(()),
                             }),
                             position_option: Some(match r.position {
                                 Some(p) => {
@@ -875,7 +873,7 @@ impl ks::streams_server::Streams for KurrentStreams {
                                         prepare_position: to_commit(p),
                                     })
                                 }
-                                None => success::PositionOption::NoPosition(Default::default()),
+                                None => success::PositionOption::NoPosition(()),
                             }),
                         }),
                         Err(e) => R::Error(batch_error(e)),
