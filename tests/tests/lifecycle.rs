@@ -231,6 +231,15 @@ fn health_answers_not_serving_while_recovery_runs() {
     assert_eq!(seen.last().map(String::as_str), Some("SERVING"), "{seen:?}");
 }
 
+async fn read_big(c: &Client) -> Vec<strata_client::RecordedEvent> {
+    c.read_stream("big", ReadOptions::default())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// A write the disk refuses (here: the file-size limit, EFBIG) turns the store read-only:
 /// appends fail with a clear reason, health reports NOT_SERVING, reads go on, and a restart
 /// (with room to write) recovers every acknowledged append.
@@ -267,13 +276,7 @@ fn a_failed_write_turns_the_store_read_only_and_health_says_so() {
         let info = c.server_info().await.unwrap();
         assert!(info.read_only_reason.is_some(), "{info:?}");
         // Reads still work and see exactly what was acknowledged.
-        let events: Vec<_> = c
-            .read_stream("big", ReadOptions::default())
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let events = read_big(&c).await;
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         assert_eq!(ids, acked.iter().map(|(_, id)| *id).collect::<Vec<_>>());
         acked
@@ -296,13 +299,7 @@ fn a_failed_write_turns_the_store_read_only_and_health_says_so() {
     server.restart();
     rt().block_on(async {
         let c = server.client().await;
-        let events: Vec<_> = c
-            .read_stream("big", ReadOptions::default())
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let events = read_big(&c).await;
         assert_eq!(events.len(), acked.len());
         c.append(
             "big",

@@ -248,17 +248,29 @@ struct FaultyFile {
     path: PathBuf,
 }
 
+impl FaultyFile {
+    /// When the write fault fires: leaves the configured torn prefix and returns the failure.
+    fn failing_write(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        if !fires(&self.faults.writes_left) {
+            return None;
+        }
+        let torn = (self.faults.torn_bytes.load(Ordering::SeqCst) as usize).min(buf.len());
+        if torn > 0 {
+            if let Err(e) = self.inner.write_all_at(&buf[..torn], offset) {
+                return Some(Err(e));
+            }
+        }
+        Some(Err(injected("write")))
+    }
+}
+
 impl LogFile for FaultyFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.inner.read_at(buf, offset)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if fires(&self.faults.writes_left) {
-            let torn = (self.faults.torn_bytes.load(Ordering::SeqCst) as usize).min(buf.len());
-            if torn > 0 {
-                self.inner.write_all_at(&buf[..torn], offset)?;
-            }
-            return Err(injected("write"));
+        if let Some(failed) = self.failing_write(buf, offset) {
+            return failed;
         }
         self.inner.write_all_at(buf, offset)
     }
@@ -272,12 +284,8 @@ impl LogFile for FaultyFile {
     /// faults: a failing write may leave a torn prefix; a failing sync leaves the bytes
     /// written but not durable.
     fn write_all_at_durable(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if fires(&self.faults.writes_left) {
-            let torn = (self.faults.torn_bytes.load(Ordering::SeqCst) as usize).min(buf.len());
-            if torn > 0 {
-                self.inner.write_all_at(&buf[..torn], offset)?;
-            }
-            return Err(injected("write"));
+        if let Some(failed) = self.failing_write(buf, offset) {
+            return failed;
         }
         if fires(&self.faults.syncs_left) {
             self.inner.write_all_at(buf, offset)?;
