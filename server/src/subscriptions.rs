@@ -64,13 +64,24 @@ enum Stop {
     Status(Status),
 }
 
-async fn blocking<T: Send + 'static>(
+/// A live subscription reads inline when the log has moved by at most this many bytes since
+/// its position: a short read of recent records from the page cache, cheaper than handing it
+/// to the blocking pool (with many subscribers those hand-offs cost more than the reads).
+const INLINE_READ_BYTES: u64 = 256 * 1024;
+
+/// Runs a storage read: inline when `small`, otherwise on the blocking pool.
+async fn read<T: Send + 'static>(
+    small: bool,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Stop> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Stop::Status(Status::internal(format!("read task failed: {e}"))))?
-        .map_err(|e| Stop::Status(from_engine(e)))
+    let result = if small {
+        f()
+    } else {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Stop::Status(Status::internal(format!("read task failed: {e}"))))?
+    };
+    result.map_err(|e| Stop::Status(from_engine(e)))
 }
 
 async fn send(tx: &Tx, m: Message) -> Result<(), Stop> {
@@ -88,13 +99,16 @@ async fn run(
     let mut end_rx = engine.watch_log_end();
     let mut caught_up = false;
     let mut since_checkpoint: u64 = 0;
+    // Where the last read that reached the end stopped: a live read from there is small.
+    let mut live_from: Option<u64> = None;
     loop {
         // The committed end before reading: if the read reaches it, everything up to it was seen.
         let end_before = *end_rx.borrow_and_update();
+        let small = live_from.is_some_and(|p| end_before.saturating_sub(p) <= INLINE_READ_BYTES);
         let at_end = match &mut target {
             Target::Stream { name, next } => {
                 let (e, n, from) = (engine.clone(), name.clone(), *next);
-                let page = blocking(move || {
+                let page = read(small, move || {
                     match e.read_stream(&n, StreamFrom::Revision(from), Direction::Forwards, PAGE) {
                         Err(Error::StreamNotFound { .. }) => Ok(None),
                         other => other.map(Some),
@@ -128,7 +142,7 @@ async fn run(
                 } else {
                     PAGE
                 };
-                let slice = blocking(move || {
+                let slice = read(small, move || {
                     e.read_all_scan(
                         AllFrom::Position(from),
                         Direction::Forwards,
@@ -163,8 +177,10 @@ async fn run(
             Target::All { position, .. } => *position,
         });
         if !at_end {
+            live_from = None;
             continue;
         }
+        live_from = Some(end_before);
         if !caught_up {
             caught_up = true;
             let position = match &target {

@@ -43,6 +43,9 @@ struct Args {
     /// Total append rate (events/s) while measuring subscription latency.
     #[arg(long, default_value_t = 5000)]
     sub_rate: u64,
+    /// Concurrent `$all` subscriptions for the latency run (one connection each).
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
     /// Connections shared by the appenders (0: one per appender).
     #[arg(long, default_value_t = 0)]
     connections: usize,
@@ -332,8 +335,10 @@ async fn main() {
     }
 
     if only.contains(&"subscribe") {
-        let c = Client::connect(url.clone()).await.unwrap();
-        let mut sub = c.subscribe("$all", SubscribeFrom::End, None).await.unwrap();
+        let mut subs = Vec::new();
+        for c in clients(&url, args.subscribers.max(1)).await {
+            subs.push(c.subscribe("$all", SubscribeFrom::End, None).await.unwrap());
+        }
         let writers = 8u64;
         let per_writer_interval = Duration::from_secs_f64(writers as f64 / args.sub_rate as f64);
         let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
@@ -343,6 +348,7 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(per_writer_interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut appended = 0usize;
                 while Instant::now() < deadline {
                     tick.tick().await;
                     let now = SystemTime::now()
@@ -353,35 +359,55 @@ async fn main() {
                     c.append(&format!("timed-{i}"), ExpectedRevision::Any, vec![e])
                         .await
                         .unwrap();
+                    appended += 1;
                 }
+                appended
             }));
         }
-        let mut lats = Vec::new();
-        let recv = async {
-            while let Some(m) = sub.next().await {
-                if let SubscriptionMessage::Event(e) = m.unwrap() {
-                    let sent = e.json::<serde_json::Value>().unwrap()["sent"]
-                        .as_u64()
-                        .unwrap();
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap()
-                        .as_nanos() as u64;
-                    lats.push(Duration::from_nanos(now.saturating_sub(sent)));
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs_f64(args.duration + 1.0), recv).await;
+        let listen = Duration::from_secs_f64(args.duration + 1.0);
+        let receivers: Vec<_> = subs
+            .into_iter()
+            .map(|mut sub| {
+                tokio::spawn(async move {
+                    let mut lats = Vec::new();
+                    let recv = async {
+                        while let Some(m) = sub.next().await {
+                            if let SubscriptionMessage::Event(e) = m.unwrap() {
+                                let sent = e.json::<serde_json::Value>().unwrap()["sent"]
+                                    .as_u64()
+                                    .unwrap();
+                                let now = SystemTime::now()
+                                    .duration_since(UNIX_EPOCH)
+                                    .unwrap()
+                                    .as_nanos() as u64;
+                                lats.push(Duration::from_nanos(now.saturating_sub(sent)));
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(listen, recv).await;
+                    lats
+                })
+            })
+            .collect();
+        let mut appended = 0;
         for t in tasks {
-            t.await.unwrap();
+            appended += t.await.unwrap();
+        }
+        let mut lats = Vec::new();
+        let mut fewest = usize::MAX;
+        for r in receivers {
+            let got = r.await.unwrap();
+            fewest = fewest.min(got.len());
+            lats.extend(got);
         }
         lats.sort();
         println!(
-            "subscription_latency: p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms ({} events at ~{} events/s, append to delivery)",
+            "subscription_latency: p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms ({} deliveries to {} subscriber(s) of {appended} events appended at ~{} events/s, append to delivery; the slowest subscriber got {fewest} in the window)",
             pct(&lats, 0.5),
             pct(&lats, 0.99),
             pct(&lats, 0.999),
             lats.len(),
+            args.subscribers.max(1),
             args.sub_rate
         );
     }
