@@ -2,6 +2,7 @@
 
 mod cli;
 mod convert;
+mod grpc_errors;
 mod info;
 mod kurrent;
 mod metrics;

@@ -328,6 +328,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(%addr, "listening on {addr}");
     tonic::transport::Server::builder()
         .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()))
+        // Every error response is counted by code here, whichever service made it.
+        .layer(crate::grpc_errors::CountErrorsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(streams)

@@ -9,7 +9,6 @@ use tonic::{Code, Status};
 use crate::convert::expected_to_proto;
 
 fn with_detail(code: Code, message: String, kind: Kind) -> Status {
-    crate::metrics::get().error(code);
     let detail = v1::ErrorDetail { kind: Some(kind) };
     Status::with_details(code, message, detail.encode_to_vec().into())
 }

@@ -147,3 +147,69 @@ fn metrics_are_off_by_default_and_a_bad_address_is_refused() {
         "{err}"
     );
 }
+
+/// Errors are counted by code whichever service makes them (Strata's API, the KurrentDB
+/// protocol) and however they travel (a unary answer, or the trailers that end a stream).
+#[test]
+fn errors_are_counted_for_every_service_and_at_the_end_of_streams() {
+    use futures::StreamExt;
+    use strata_kurrentdb_proto::event_store::client::{
+        self as kc,
+        persistent_subscriptions::persistent_subscriptions_client::PersistentSubscriptionsClient,
+        streams as ks, streams::streams_client::StreamsClient,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    rt().block_on(async {
+        let c = server.client().await;
+        // Strata API, in a stream's trailers: a subscription ended by a tombstone.
+        c.append("t", Exp::NoStream, vec![EventData::json("E", &1).unwrap()])
+            .await
+            .unwrap();
+        let mut sub = c.subscribe("t", SubscribeFrom::Start, None).await.unwrap();
+        c.tombstone_stream("t", Exp::Any).await.unwrap();
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+                Ok(Some(Err(e))) => break e,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("the subscription did not end with an error: {other:?}"),
+            }
+        };
+        assert!(matches!(ended, Error::StreamDeleted { .. }), "{ended:?}");
+        // KurrentDB protocol, unary: a delete with a wrong expected revision, and a method
+        // that is not implemented.
+        let mut streams = StreamsClient::connect(server.url()).await.unwrap();
+        let err = streams
+            .delete(ks::DeleteReq {
+                options: Some(ks::delete_req::Options {
+                    stream_identifier: Some(kc::StreamIdentifier {
+                        stream_name: "missing".into(),
+                    }),
+                    expected_stream_revision: Some(
+                        ks::delete_req::options::ExpectedStreamRevision::Revision(5),
+                    ),
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let err = PersistentSubscriptionsClient::connect(server.url())
+            .await
+            .unwrap()
+            .restart_subsystem(kc::Empty {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+    });
+    let (_, body) = scrape(&addr, "/metrics");
+    assert_eq!(
+        value(&body, "strata_errors_total{code=\"FailedPrecondition\"}"),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "strata_errors_total{code=\"Unimplemented\"}"),
+        1.0
+    );
+}
