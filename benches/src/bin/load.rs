@@ -61,6 +61,10 @@ struct Args {
     /// Consumer counts for the persistent-subscription runs (comma-separated list).
     #[arg(long, default_value = "1,4")]
     group_consumers: String,
+    /// Create the benchmark group with the server's default settings (in-flight 500, buffer
+    /// 500, read batch 20) instead of the tuned ones (1000, 2000, 500).
+    #[arg(long)]
+    group_defaults: bool,
 }
 
 /// A server this run started, and its data directory (removed when dropped, after the server).
@@ -415,10 +419,23 @@ async fn main() {
         for n in args.group_consumers.split(',') {
             let n: usize = n.trim().parse().expect("--group-consumers");
             for rate in [Some(args.sub_rate), None] {
-                let r = run_group(&url, n, rate, args.duration, args.event_size).await;
+                let r = run_group(
+                    &url,
+                    n,
+                    rate,
+                    args.duration,
+                    args.event_size,
+                    args.group_defaults,
+                )
+                .await;
                 let label = rate.map_or("full speed".to_owned(), |r| format!("~{r} events/s"));
+                let settings = if args.group_defaults {
+                    "default settings"
+                } else {
+                    "tuned settings"
+                };
                 println!(
-                    "persistent_group: {n} consumer(s), writers at {label}: appended {:.0} events/s, acked {:.0} events/s, delivery p50 {:.2} ms p99 {:.2} ms",
+                    "persistent_group: {n} consumer(s), {settings}, writers at {label}: appended {:.0} events/s, acked {:.0} events/s, delivery p50 {:.2} ms p99 {:.2} ms",
                     r.appended as f64 / args.duration,
                     r.acked as f64 / args.duration,
                     pct(&r.latencies, 0.5),
@@ -454,16 +471,24 @@ async fn run_group(
     rate: Option<u64>,
     secs: f64,
     size: usize,
+    defaults: bool,
 ) -> GroupRun {
     let prefix = format!("grp-{}-", Uuid::new_v4().simple());
     let admin = Client::connect(url.to_owned()).await.unwrap();
     let group = format!("bench-{consumers}");
-    let settings = GroupSettings {
-        filter: Some(Filter::stream_prefix([prefix.clone()])),
-        max_in_flight_per_consumer: Some(1000),
-        live_buffer_size: Some(2000),
-        read_batch_size: Some(500),
-        ..Default::default()
+    let settings = if defaults {
+        GroupSettings {
+            filter: Some(Filter::stream_prefix([prefix.clone()])),
+            ..Default::default()
+        }
+    } else {
+        GroupSettings {
+            filter: Some(Filter::stream_prefix([prefix.clone()])),
+            max_in_flight_per_consumer: Some(1000),
+            live_buffer_size: Some(2000),
+            read_batch_size: Some(500),
+            ..Default::default()
+        }
     };
     admin.create_group("$all", &group, settings).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
