@@ -9,6 +9,7 @@ mod metrics;
 mod persistent;
 mod serve;
 mod status;
+mod store_health;
 mod streams;
 mod subscriptions;
 
