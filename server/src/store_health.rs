@@ -41,26 +41,25 @@ pub fn verify_in_background(engine: &Engine, stop: &std::sync::atomic::AtomicBoo
 /// Services that cannot work while the store refuses writes.
 const WRITE_SERVICES: [&str; 3] = ["", "strata.v1.Streams", "strata.v1.PersistentSubscriptions"];
 
-/// Sets health to NOT_SERVING for the write services once the store turns read-only.
+/// Sets health to NOT_SERVING for the write services as soon as the store turns read-only.
 pub async fn watch_read_only(
     engine: Arc<Engine>,
     health: tonic_health::server::HealthReporter,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if let Some(reason) = engine.read_only_reason() {
-            tracing::error!(%reason, "the store is read-only until the server is restarted; health reports NOT_SERVING");
-            for name in WRITE_SERVICES {
-                health
-                    .set_service_status(name, ServingStatus::NotServing)
-                    .await;
-            }
-            return;
-        }
+    let mut read_only = engine.watch_read_only();
+    drop(engine);
+    let reason = tokio::select! {
+        r = read_only.wait_for(Option::is_some) => match r {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => return,
+        },
+        _ = shutdown.wait_for(|s| *s) => return,
+    };
+    tracing::error!(%reason, "the store is read-only until the server is restarted; health reports NOT_SERVING");
+    for name in WRITE_SERVICES {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
     }
 }

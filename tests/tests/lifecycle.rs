@@ -281,7 +281,7 @@ fn a_failed_write_turns_the_store_read_only_and_health_says_so() {
         assert_eq!(ids, acked.iter().map(|(_, id)| *id).collect::<Vec<_>>());
         acked
     });
-    // Health turns NOT_SERVING (the watcher polls every 200 ms).
+    // Health turns NOT_SERVING (set by a watcher as the store turns read-only).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = server.cli(&["health"]);

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -109,7 +109,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub log: Log,
     pub index: Index,
-    poisoned: Mutex<Option<String>>,
+    /// Why the store refuses writes, once it does; watchable so the server can react at once.
+    poisoned: watch::Sender<Option<String>>,
     end_tx: watch::Sender<u64>,
     pub counters: Counters,
 }
@@ -132,14 +133,24 @@ impl Counters {
 
 impl Shared {
     pub(crate) fn poisoned(&self) -> Option<String> {
-        self.poisoned.lock().expect("poison lock").clone()
+        self.poisoned.borrow().clone()
     }
 
     /// Turns the store read-only; returns the reason.
     pub(crate) fn poison(&self, reason: String) -> String {
         tracing::error!(%reason, "the store is now read-only until reopened");
-        let mut p = self.poisoned.lock().expect("poison lock");
-        p.get_or_insert(reason).clone()
+        let mut first = reason;
+        self.poisoned.send_if_modified(|p| match p {
+            Some(existing) => {
+                first = existing.clone();
+                false
+            }
+            None => {
+                *p = Some(first.clone());
+                true
+            }
+        });
+        first
     }
 
     pub(crate) fn publish_end(&self, end: u64) {
@@ -289,7 +300,7 @@ impl Engine {
             config: config.clone(),
             log: recovered.log,
             index,
-            poisoned: Mutex::new(None),
+            poisoned: watch::channel(None).0,
             end_tx,
             counters: Counters::default(),
         });
@@ -619,6 +630,12 @@ impl Engine {
     /// Why the store refuses writes, once a write or fsync has failed (until it is reopened).
     pub fn read_only_reason(&self) -> Option<String> {
         self.shared.poisoned()
+    }
+
+    /// A receiver whose value becomes `Some(reason)` when the store turns read-only; wait for
+    /// it with `rx.wait_for(Option::is_some).await`.
+    pub fn watch_read_only(&self) -> watch::Receiver<Option<String>> {
+        self.shared.poisoned.subscribe()
     }
 
     pub fn stats(&self) -> EngineStats {
