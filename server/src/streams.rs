@@ -1,12 +1,14 @@
 //! The `strata.v1.Streams` service.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message;
-use strata_engine::{AllFrom, Direction, Engine, EventFilter, StreamFrom};
+use strata_engine::{AllFrom, AppendResult, Direction, Engine, EventFilter, StreamFrom};
 use strata_proto::v1::{self, read_request::From as ReadFrom, streams_server::Streams};
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
@@ -43,15 +45,48 @@ async fn append_one(engine: &Engine, r: v1::AppendRequest) -> Result<v1::AppendR
         .enumerate()
         .map(|(i, e)| event_from_proto(i, e))
         .collect::<Result<Vec<_>, _>>()?;
-    let res = engine
+    engine
         .append(&r.stream, expected_from_proto(r.expected), events)
         .await
-        .map_err(from_engine)?;
-    Ok(v1::AppendResponse {
-        revision: res.revision,
-        position: res.position,
-        idempotent_replay: res.idempotent_replay,
-    })
+        .map(append_response)
+        .map_err(from_engine)
+}
+
+fn append_response(r: AppendResult) -> v1::AppendResponse {
+    v1::AppendResponse {
+        revision: r.revision,
+        position: r.position,
+        idempotent_replay: r.idempotent_replay,
+    }
+}
+
+/// A response of an append session, with the window permit its request held.
+type SessionItem = (
+    Result<v1::AppendSessionResponse, Status>,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// The responses of an append session, releasing each request's window permit as it is sent.
+pub type SessionStream =
+    Pin<Box<dyn Stream<Item = Result<v1::AppendSessionResponse, Status>> + Send>>;
+
+/// An append's result as a session response; errors carry their code, message and detail.
+fn session_response(
+    correlation_id: u64,
+    result: Result<v1::AppendResponse, Status>,
+) -> v1::AppendSessionResponse {
+    let result = match result {
+        Ok(r) => v1::append_session_response::Result::Success(r),
+        Err(status) => v1::append_session_response::Result::Error(v1::AppendError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            detail: v1::ErrorDetail::decode(status.details()).ok(),
+        }),
+    };
+    v1::AppendSessionResponse {
+        correlation_id,
+        result: Some(result),
+    }
 }
 
 /// The answer to Delete and Tombstone.
@@ -146,19 +181,20 @@ impl Streams for StreamsService {
             .map(Response::new)
     }
 
-    type AppendSessionStream = ReceiverStream<Result<v1::AppendSessionResponse, Status>>;
+    type AppendSessionStream = SessionStream;
 
     async fn append_session(
         &self,
         request: Request<Streaming<v1::AppendSessionRequest>>,
     ) -> Result<Response<Self::AppendSessionStream>, Status> {
         let mut requests = request.into_inner();
-        let (tx, rx) = mpsc::channel(SESSION_WINDOW);
+        // Results go from the writer thread straight into this channel, each with the window
+        // permit of its request. The permit is released when the response is taken for
+        // sending, so requests read + responses not yet sent never exceed the window.
+        let (tx, rx) = mpsc::unbounded_channel::<SessionItem>();
         let engine = self.engine.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            // Each request runs as its own task so that appends from one session join the same
-            // group commits; the semaphore bounds how far reading runs ahead of results.
             let window = Arc::new(Semaphore::new(SESSION_WINDOW));
             loop {
                 let next = async {
@@ -173,7 +209,7 @@ impl Streams for StreamsService {
                     _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                         // Let the appends in flight finish and answer, then end the session.
                         let _ = window.acquire_many(SESSION_WINDOW as u32).await;
-                        let _ = tx.send(Err(shutting_down())).await;
+                        let _ = tx.send((Err(shutting_down()), None));
                         return;
                     }
                 };
@@ -185,35 +221,49 @@ impl Streams for StreamsService {
                         return;
                     }
                 };
-                let engine = engine.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let correlation_id = request.correlation_id;
-                    let result = match request.append {
-                        None => Err(invalid("append", "each session request needs an append")),
-                        Some(append) => append_one(&engine, append).await,
-                    };
-                    let result = match result {
-                        Ok(r) => v1::append_session_response::Result::Success(r),
-                        Err(status) => {
-                            v1::append_session_response::Result::Error(v1::AppendError {
-                                code: status.code() as i32,
-                                message: status.message().to_owned(),
-                                detail: v1::ErrorDetail::decode(status.details()).ok(),
-                            })
-                        }
-                    };
-                    let _ = tx
-                        .send(Ok(v1::AppendSessionResponse {
-                            correlation_id,
-                            result: Some(result),
-                        }))
-                        .await;
-                    drop(permit);
-                });
+                let correlation_id = request.correlation_id;
+                let answer = move |tx: &mpsc::UnboundedSender<SessionItem>, result| {
+                    let _ = tx.send((Ok(session_response(correlation_id, result)), Some(permit)));
+                };
+                let Some(append) = request.append else {
+                    answer(
+                        &tx,
+                        Err(invalid("append", "each session request needs an append")),
+                    );
+                    continue;
+                };
+                let events = match append
+                    .events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| event_from_proto(i, e))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(events) => events,
+                    Err(status) => {
+                        answer(&tx, Err(status));
+                        continue;
+                    }
+                };
+                let reply_to = tx.clone();
+                // Returns once the writer has queued the append; the result arrives later, so
+                // the appends of a session join the same group commits.
+                engine
+                    .append_with(
+                        &append.stream,
+                        expected_from_proto(append.expected),
+                        events,
+                        move |result| {
+                            let result = result.map(append_response).map_err(from_engine);
+                            answer(&reply_to, result);
+                        },
+                    )
+                    .await;
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(
+            UnboundedReceiverStream::new(rx).map(|(response, _permit)| response),
+        )))
     }
 
     type ReadStream = ReceiverStream<Result<v1::ReadResponse, Status>>;

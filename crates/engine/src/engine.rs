@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -22,7 +22,7 @@ use crate::types::{
     AllFrom, AllSlice, AppendResult, Direction, EventData, ExpectedRevision, StreamFrom,
     StreamInfo, StreamSlice,
 };
-use crate::writer::{Op, Request, Writer};
+use crate::writer::{Op, Reply, Request, Writer};
 
 /// Longest stream name, in bytes of UTF-8.
 pub const MAX_STREAM_NAME: usize = 1000;
@@ -351,15 +351,23 @@ impl Engine {
     }
 
     async fn submit(&self, op: Op) -> Result<AppendResult> {
-        if let Some(reason) = self.shared.poisoned() {
-            return Err(Error::ReadOnly { reason });
-        }
-        let (reply, rx) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(Request { op, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        let (reply, rx) = Reply::channel();
+        self.queue(op, reply).await;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Hands a write to the writer thread (waiting for room in its queue); `reply` gets the
+    /// result.
+    async fn queue(&self, op: Op, reply: Reply) {
+        if let Some(reason) = self.shared.poisoned() {
+            return reply.send(Err(Error::ReadOnly { reason }));
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            return reply.send(Err(Error::Closed));
+        };
+        if let Err(mpsc::error::SendError(request)) = tx.send(Request { op, reply }).await {
+            request.reply.send(Err(Error::Closed));
+        }
     }
 
     /// Appends events to a user stream, atomically, if the stream is at `expected`.
@@ -390,12 +398,8 @@ impl Engine {
         self.append_unchecked_name(stream, expected, events).await
     }
 
-    async fn append_unchecked_name(
-        &self,
-        stream: &str,
-        expected: ExpectedRevision,
-        mut events: Vec<EventData>,
-    ) -> Result<AppendResult> {
+    /// Checks an append's events (stream name aside) and gives each an ID.
+    fn prepare_events(&self, stream: &str, mut events: Vec<EventData>) -> Result<Vec<EventData>> {
         if events.is_empty() {
             return Err(Error::invalid(
                 "events",
@@ -440,18 +444,69 @@ impl Engine {
                 ));
             }
         }
-        let started = std::time::Instant::now();
-        let result = self
-            .submit(Op::Append {
-                stream: stream.into(),
-                expected,
-                events,
-            })
-            .await;
-        if let Some(o) = &self.shared.config.observer {
-            o.append_finished(started.elapsed(), result.is_ok());
+        Ok(events)
+    }
+
+    async fn append_unchecked_name(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        let (reply, rx) = Reply::channel();
+        self.queue_append(stream, expected, events, reply).await;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Like [`Engine::append`], but returns as soon as the append is queued for the writer
+    /// (after waiting for room in its queue, which is the backpressure) and hands the result to
+    /// `done` instead. Many appends can be in flight from one task this way, and they join the
+    /// same group commits.
+    ///
+    /// `done` is called exactly once: on the writer thread once the append is durable (or
+    /// refused there), or on the calling task if the append is rejected before it is queued.
+    /// It must be quick and must not block or panic: it runs between group commits.
+    pub async fn append_with(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+        done: impl FnOnce(Result<AppendResult>) + Send + 'static,
+    ) {
+        let reply = Reply::call(done);
+        if let Err(e) = validate_user_stream(stream) {
+            return reply.send(Err(e));
         }
-        result
+        self.queue_append(stream, expected, events, reply).await
+    }
+
+    async fn queue_append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<EventData>,
+        reply: Reply,
+    ) {
+        let events = match self.prepare_events(stream, events) {
+            Ok(events) => events,
+            Err(e) => return reply.send(Err(e)),
+        };
+        let reply = match self.shared.config.observer.clone() {
+            None => reply,
+            Some(observer) => {
+                let started = std::time::Instant::now();
+                Reply::call(move |r: Result<AppendResult>| {
+                    observer.append_finished(started.elapsed(), r.is_ok());
+                    reply.send(r);
+                })
+            }
+        };
+        let op = Op::Append {
+            stream: stream.into(),
+            expected,
+            events,
+        };
+        self.queue(op, reply).await
     }
 
     /// Soft-deletes a stream: reads say not found; a later append recreates it and its

@@ -50,7 +50,43 @@ pub(crate) enum Op {
 
 pub(crate) struct Request {
     pub op: Op,
-    pub reply: oneshot::Sender<Result<AppendResult>>,
+    pub reply: Reply,
+}
+
+/// Where a write's result goes. Called exactly once: with the result, or with
+/// [`Error::Closed`] if the request is dropped unanswered (the engine shut down).
+pub(crate) struct Reply(Option<Box<dyn FnOnce(Result<AppendResult>) + Send>>);
+
+impl Reply {
+    /// A reply that runs `f` on the writer thread.
+    pub(crate) fn call(f: impl FnOnce(Result<AppendResult>) + Send + 'static) -> Self {
+        Reply(Some(Box::new(f)))
+    }
+
+    /// A reply delivered to the returned receiver.
+    pub(crate) fn channel() -> (Self, oneshot::Receiver<Result<AppendResult>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Reply::call(move |r| {
+                let _ = tx.send(r);
+            }),
+            rx,
+        )
+    }
+
+    pub(crate) fn send(mut self, result: Result<AppendResult>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(Error::Closed));
+        }
+    }
 }
 
 /// What the batch so far has done to a stream.
@@ -86,7 +122,7 @@ struct Planned {
 
 enum Outcome {
     /// Reply with this when the batch is durable.
-    Reply(oneshot::Sender<Result<AppendResult>>, Result<AppendResult>),
+    Reply(Reply, Result<AppendResult>),
 }
 
 pub(crate) struct Writer {
@@ -148,7 +184,7 @@ impl Writer {
             self.timestamp = now_ns();
             if let Plan::Defer(r) = self.plan(first) {
                 // Cannot happen on an empty batch, but stay safe: reply rather than loop.
-                let _ = r.reply.send(Err(Error::invalid(
+                r.reply.send(Err(Error::invalid(
                     "append",
                     "internal: could not schedule request",
                 )));
@@ -569,13 +605,13 @@ impl Writer {
                         );
                     }
                 }
-                for Outcome::Reply(tx, r) in outcomes {
-                    let _ = tx.send(r);
+                for Outcome::Reply(reply, r) in outcomes {
+                    reply.send(r);
                 }
             }
             Err(reason) => {
-                for Outcome::Reply(tx, r) in outcomes {
-                    let _ = tx.send(r.and(Err(Error::ReadOnly {
+                for Outcome::Reply(reply, r) in outcomes {
+                    reply.send(r.and(Err(Error::ReadOnly {
                         reason: reason.clone(),
                     })));
                 }
