@@ -1,6 +1,7 @@
 //! Load generator: drives a Strata server over gRPC and prints append throughput and latency,
 //! read throughput, subscription end-to-end latency, and, measured in the same run, the
-//! ceiling of the transport itself (a do-nothing unary call and a plain server stream).
+//! ceiling of the transport itself (a do-nothing unary call, a refused append over an append
+//! session, and a plain server stream).
 //!
 //! `cargo build --release -p strata-server -p strata-benches && target/release/load --help`
 //!
@@ -226,6 +227,29 @@ async fn main() {
             unary_ceiling.insert(n, rate);
             println!(
                 "transport_unary_{n}c: {rate:.0} calls/s, p50 {:.2} ms p99 {:.2} ms",
+                pct(&lats, 0.5),
+                pct(&lats, 0.99)
+            );
+        }
+        // The append-session path without the disk: an append to an invalid (empty) stream
+        // name is refused by the server's validation and answered in-band.
+        for &n in &counts {
+            let cs = clients_over(&url, n, args.connections, true).await;
+            let size = args.event_size;
+            let (ops, lats, secs) = run_loops(&cs, args.duration, move |c, _, _| async move {
+                let err = c
+                    .append("", ExpectedRevision::Any, vec![event(size)])
+                    .await
+                    .expect_err("an empty stream name is refused");
+                assert!(
+                    matches!(err, strata_client::Error::InvalidArgument { .. }),
+                    "{err}"
+                );
+            })
+            .await;
+            println!(
+                "transport_session_{n}c: {:.0} round trips/s, p50 {:.2} ms p99 {:.2} ms (refused appends, no disk)",
+                ops as f64 / secs,
                 pct(&lats, 0.5),
                 pct(&lats, 0.99)
             );
