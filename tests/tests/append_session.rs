@@ -261,3 +261,66 @@ fn a_cancelled_append_leaves_the_session_usable() {
         assert_eq!(r.revision, 0);
     });
 }
+
+#[test]
+fn more_requests_than_the_session_window_are_all_answered_in_order_per_stream() {
+    // The server reads at most 1024 requests of a session ahead of the responses it has sent;
+    // 3000 requests sent at once must all be answered as the window frees up.
+    const N: u64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    rt().block_on(async {
+        let mut raw = StreamsClient::connect(server.url()).await.unwrap();
+        let requests = (0..N).map(|i| v1::AppendSessionRequest {
+            correlation_id: i,
+            append: Some(v1::AppendRequest {
+                stream: format!("w-{}", i % 3),
+                expected: None,
+                events: vec![v1::EventData {
+                    event_id: String::new(),
+                    event_type: "T".into(),
+                    data: i.to_string().into_bytes().into(),
+                    metadata: Default::default(),
+                    content_type: 0,
+                }],
+            }),
+        });
+        let responses: Vec<v1::AppendSessionResponse> = raw
+            .append_session(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(responses.len() as u64, N);
+        let mut revisions: HashMap<u64, u64> = HashMap::new();
+        for r in responses {
+            match r.result.unwrap() {
+                R::Success(ok) => {
+                    assert!(revisions.insert(r.correlation_id, ok.revision).is_none());
+                }
+                R::Error(e) => panic!("append {} failed: {}", r.correlation_id, e.message),
+            }
+        }
+        // Requests of one session are queued in the order they were sent, so each stream's
+        // revisions follow the correlation IDs.
+        for i in 0..N {
+            assert_eq!(revisions[&i], i / 3, "correlation ID {i}");
+        }
+        let c = server.client().await;
+        for s in 0..3 {
+            let events: Vec<_> = c
+                .read_stream(&format!("w-{s}"), ReadOptions::default())
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(events.len() as u64, N / 3);
+            for (k, e) in events.iter().enumerate() {
+                assert_eq!(e.data.as_ref(), (k as u64 * 3 + s).to_string().as_bytes());
+            }
+        }
+    });
+}

@@ -701,3 +701,105 @@ fn long_streams_read_correctly_across_index_chunks_and_flushes() {
     e.flush_index().unwrap();
     check(&e);
 }
+
+/// Collects `append_with` results through a channel, as a server session would.
+type Results =
+    tokio::sync::mpsc::UnboundedReceiver<(u32, strata_engine::Result<strata_engine::AppendResult>)>;
+
+#[test]
+fn append_with_runs_many_appends_from_one_task_and_reports_each_once() {
+    let dir = tempdir().unwrap();
+    let e = open(&dir);
+    rt().block_on(async {
+        let (tx, mut rx): (_, Results) = tokio::sync::mpsc::unbounded_channel();
+        // 300 appends in flight from this one task, on 3 streams; the 4th stream's appends
+        // all expect a new stream, so exactly one of them can succeed.
+        for i in 0..300u32 {
+            let tx = tx.clone();
+            e.append_with(
+                &format!("s-{}", i % 3),
+                Exp::Any,
+                vec![ev(u128::from(i) + 1)],
+                move |r| {
+                    let _ = tx.send((i, r));
+                },
+            )
+            .await;
+        }
+        for i in 0..3u32 {
+            let tx = tx.clone();
+            e.append_with(
+                "once",
+                Exp::NoStream,
+                vec![ev(10_000 + u128::from(i))],
+                move |r| {
+                    let _ = tx.send((1000 + i, r));
+                },
+            )
+            .await;
+        }
+        drop(tx);
+        let mut seen = std::collections::HashMap::new();
+        while let Some((i, r)) = rx.recv().await {
+            assert!(seen.insert(i, r).is_none(), "append {i} was answered twice");
+        }
+        assert_eq!(seen.len(), 303);
+        for i in 0..300u32 {
+            // Queued in order, so revisions follow the order of the calls.
+            assert_eq!(
+                seen[&i].as_ref().unwrap().revision,
+                u64::from(i / 3),
+                "append {i}"
+            );
+        }
+        let once: Vec<_> = (1000..1003).map(|i| &seen[&i]).collect();
+        assert!(once[0].is_ok());
+        for r in &once[1..] {
+            assert!(
+                matches!(r, Err(Error::WrongExpectedRevision { .. })),
+                "{r:?}"
+            );
+        }
+    });
+    let s = e
+        .read_stream("s-1", StreamFrom::Start, Direction::Forwards, 1000)
+        .unwrap();
+    assert_eq!(s.events.len(), 100);
+}
+
+#[test]
+fn append_with_reports_refused_input_at_once_and_leaves_the_log_alone() {
+    let dir = tempdir().unwrap();
+    let e = open(&dir);
+    rt().block_on(async {
+        let (tx, mut rx): (_, Results) = tokio::sync::mpsc::unbounded_channel();
+        let send = |i: u32| {
+            let tx = tx.clone();
+            move |r| {
+                let _ = tx.send((i, r));
+            }
+        };
+        e.append_with("", Exp::Any, vec![ev(1)], send(0)).await;
+        e.append_with("$reserved", Exp::Any, vec![ev(2)], send(1))
+            .await;
+        e.append_with("ok", Exp::Any, vec![], send(2)).await;
+        // Rejected before queueing: the callback has already run on this task.
+        for i in 0..3 {
+            let (got, r) = rx.try_recv().expect("answered before append_with returned");
+            assert_eq!(got, i);
+            let refused = match i {
+                1 => matches!(r, Err(Error::ReservedStream { .. })),
+                _ => matches!(r, Err(Error::InvalidArgument { .. })),
+            };
+            assert!(refused, "{i}: {r:?}");
+        }
+        e.refuse_writes("test: the disk is gone".into());
+        e.append_with("ok", Exp::Any, vec![ev(3)], send(3)).await;
+        let (_, r) = rx.recv().await.unwrap();
+        match r {
+            Err(Error::ReadOnly { reason }) => assert!(reason.contains("disk is gone"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    });
+    assert_eq!(e.log_end(), 0);
+}
