@@ -1,7 +1,7 @@
 //! The window of recently written event IDs that makes `Any`/`StreamExists` retries idempotent.
 //! Owned by the writer thread alone; refilled from the log tail on open.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -36,33 +36,38 @@ impl Hasher for UuidHasher {
 
 type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<UuidHasher>>;
 
+/// Two generations of IDs: new IDs go into `current`; when it holds `cap`, it becomes
+/// `previous` and the old `previous` is dropped whole. So the window always remembers at least
+/// the last `cap` IDs (and at most `2 * cap`). Evicting a whole generation at once is much
+/// cheaper than removing the oldest ID on every insert: that removal probed a cold part of a
+/// large table for every event and was the writer thread's largest cost on batched appends.
 pub struct RecentIds {
     cap: usize,
-    map: IdMap<Seen>,
-    /// Oldest first.
-    order: VecDeque<Uuid>,
+    current: IdMap<Seen>,
+    previous: IdMap<Seen>,
 }
 
 impl RecentIds {
     pub fn new(cap: usize) -> Self {
         RecentIds {
             cap,
-            map: IdMap::default(),
-            order: VecDeque::new(),
+            current: IdMap::default(),
+            previous: IdMap::default(),
         }
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.current.len() + self.previous.len()
     }
 
+    /// True once the window holds `cap` IDs (enough for refilling on open).
     pub fn is_full(&self) -> bool {
-        self.map.len() >= self.cap
+        self.current.len() + self.previous.len() >= self.cap
     }
 
     pub fn get(&self, id: &Uuid) -> Option<&Seen> {
-        self.map.get(id)
+        self.current.get(id).or_else(|| self.previous.get(id))
     }
 
     /// Records a newly written event (newest end).
@@ -70,23 +75,20 @@ impl RecentIds {
         if self.cap == 0 {
             return;
         }
-        if self.map.insert(id, seen).is_none() {
-            self.order.push_back(id);
+        if self.current.len() >= self.cap {
+            let mut next = IdMap::with_capacity_and_hasher(self.cap, Default::default());
+            std::mem::swap(&mut self.current, &mut next);
+            self.previous = next;
         }
-        while self.map.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
+        self.current.insert(id, seen);
     }
 
     /// Records an older event found while walking the log backwards on open (oldest end).
     pub fn insert_older(&mut self, id: Uuid, seen: Seen) {
-        if self.is_full() || self.map.contains_key(&id) {
+        if self.is_full() || self.get(&id).is_some() {
             return;
         }
-        self.map.insert(id, seen);
-        self.order.push_front(id);
+        self.current.insert(id, seen);
     }
 }
 
@@ -103,14 +105,39 @@ mod tests {
     }
 
     #[test]
-    fn evicts_oldest() {
+    fn remembers_at_least_the_last_cap_ids_and_forgets_older_generations() {
         let mut w = RecentIds::new(2);
-        w.insert(Uuid::from_u128(1), seen(1));
-        w.insert(Uuid::from_u128(2), seen(2));
-        w.insert(Uuid::from_u128(3), seen(3));
+        for n in 1..=5 {
+            w.insert(Uuid::from_u128(n), seen(n as u64));
+            // The last two are always there.
+            for recent in n.saturating_sub(1).max(1)..=n {
+                assert_eq!(w.get(&Uuid::from_u128(recent)), Some(&seen(recent as u64)));
+            }
+            assert!(w.len() <= 4);
+        }
+        // 1 and 2 were in the generation dropped when 5 arrived.
         assert!(w.get(&Uuid::from_u128(1)).is_none());
+        assert!(w.get(&Uuid::from_u128(2)).is_none());
         assert_eq!(w.get(&Uuid::from_u128(3)), Some(&seen(3)));
-        w.insert_older(Uuid::from_u128(0), seen(0));
+    }
+
+    #[test]
+    fn refill_on_open_stops_when_full_and_keeps_newer_entries() {
+        let mut w = RecentIds::new(2);
+        w.insert(Uuid::from_u128(10), seen(10));
+        w.insert_older(Uuid::from_u128(10), seen(99));
+        assert_eq!(w.get(&Uuid::from_u128(10)), Some(&seen(10)));
+        w.insert_older(Uuid::from_u128(9), seen(9));
+        assert!(w.is_full());
+        w.insert_older(Uuid::from_u128(8), seen(8));
+        assert!(w.get(&Uuid::from_u128(8)).is_none());
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn a_zero_window_remembers_nothing() {
+        let mut w = RecentIds::new(0);
+        w.insert(Uuid::from_u128(1), seen(1));
+        assert!(w.get(&Uuid::from_u128(1)).is_none());
     }
 }
