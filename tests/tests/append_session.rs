@@ -107,6 +107,22 @@ fn a_failed_append_does_not_affect_its_neighbours() {
     });
 }
 
+/// Sends `requests` on one raw append session and collects every response until the server ends
+/// the session.
+async fn run_session(
+    raw: &mut StreamsClient<tonic::transport::Channel>,
+    requests: impl IntoIterator<Item = v1::AppendSessionRequest>,
+) -> Vec<v1::AppendSessionResponse> {
+    let requests: Vec<_> = requests.into_iter().collect();
+    raw.append_session(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn raw_protocol_echoes_correlation_ids_and_reports_errors_in_band() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,14 +158,7 @@ fn raw_protocol_echoes_correlation_ids_and_reports_errors_in_band() {
                 append: Some(append("x", 3)),
             },
         ];
-        let responses: Vec<v1::AppendSessionResponse> = raw
-            .append_session(tokio_stream::iter(requests))
-            .await
-            .unwrap()
-            .into_inner()
-            .try_collect()
-            .await
-            .unwrap();
+        let responses = run_session(&mut raw, requests).await;
         let by_id: HashMap<u64, R> = responses
             .into_iter()
             .map(|r| (r.correlation_id, r.result.unwrap()))
@@ -285,14 +294,7 @@ fn more_requests_than_the_session_window_are_all_answered_in_order_per_stream() 
                 }],
             }),
         });
-        let responses: Vec<v1::AppendSessionResponse> = raw
-            .append_session(tokio_stream::iter(requests))
-            .await
-            .unwrap()
-            .into_inner()
-            .try_collect()
-            .await
-            .unwrap();
+        let responses = run_session(&mut raw, requests).await;
         assert_eq!(responses.len() as u64, N);
         let mut revisions: HashMap<u64, u64> = HashMap::new();
         for r in responses {

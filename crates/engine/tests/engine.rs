@@ -702,43 +702,43 @@ fn long_streams_read_correctly_across_index_chunks_and_flushes() {
     check(&e);
 }
 
-/// Collects `append_with` results through a channel, as a server session would.
-type Results =
-    tokio::sync::mpsc::UnboundedReceiver<(u32, strata_engine::Result<strata_engine::AppendResult>)>;
+type Answer = (u32, strata_engine::Result<strata_engine::AppendResult>);
+
+/// A channel for `append_with` results, as a server session uses, and a maker of callbacks
+/// that answer on it tagged with a number.
+fn answers() -> (
+    impl Fn(u32) -> Box<dyn FnOnce(strata_engine::Result<strata_engine::AppendResult>) + Send>,
+    tokio::sync::mpsc::UnboundedReceiver<Answer>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+    let answer = move |i: u32| {
+        let tx = tx.clone();
+        Box::new(move |r| {
+            let _ = tx.send((i, r));
+        }) as Box<dyn FnOnce(_) + Send>
+    };
+    (answer, rx)
+}
 
 #[test]
 fn append_with_runs_many_appends_from_one_task_and_reports_each_once() {
     let dir = tempdir().unwrap();
     let e = open(&dir);
     rt().block_on(async {
-        let (tx, mut rx): (_, Results) = tokio::sync::mpsc::unbounded_channel();
+        let (answer, mut rx) = answers();
         // 300 appends in flight from this one task, on 3 streams; the 4th stream's appends
         // all expect a new stream, so exactly one of them can succeed.
         for i in 0..300u32 {
-            let tx = tx.clone();
-            e.append_with(
-                &format!("s-{}", i % 3),
-                Exp::Any,
-                vec![ev(u128::from(i) + 1)],
-                move |r| {
-                    let _ = tx.send((i, r));
-                },
-            )
-            .await;
+            let stream = format!("s-{}", i % 3);
+            let events = vec![ev(u128::from(i) + 1)];
+            e.append_with(&stream, Exp::Any, events, answer(i)).await;
         }
         for i in 0..3u32 {
-            let tx = tx.clone();
-            e.append_with(
-                "once",
-                Exp::NoStream,
-                vec![ev(10_000 + u128::from(i))],
-                move |r| {
-                    let _ = tx.send((1000 + i, r));
-                },
-            )
-            .await;
+            let events = vec![ev(10_000 + u128::from(i))];
+            e.append_with("once", Exp::NoStream, events, answer(1000 + i))
+                .await;
         }
-        drop(tx);
+        drop(answer);
         let mut seen = std::collections::HashMap::new();
         while let Some((i, r)) = rx.recv().await {
             assert!(seen.insert(i, r).is_none(), "append {i} was answered twice");
@@ -772,13 +772,7 @@ fn append_with_reports_refused_input_at_once_and_leaves_the_log_alone() {
     let dir = tempdir().unwrap();
     let e = open(&dir);
     rt().block_on(async {
-        let (tx, mut rx): (_, Results) = tokio::sync::mpsc::unbounded_channel();
-        let send = |i: u32| {
-            let tx = tx.clone();
-            move |r| {
-                let _ = tx.send((i, r));
-            }
-        };
+        let (send, mut rx) = answers();
         e.append_with("", Exp::Any, vec![ev(1)], send(0)).await;
         e.append_with("$reserved", Exp::Any, vec![ev(2)], send(1))
             .await;
