@@ -702,12 +702,14 @@ fn long_streams_read_correctly_across_index_chunks_and_flushes() {
     check(&e);
 }
 
-type Answer = (u32, strata_engine::Result<strata_engine::AppendResult>);
+type Outcome = strata_engine::Result<strata_engine::AppendResult>;
+type Answer = (u32, Outcome);
+type Callback = Box<dyn FnOnce(Outcome) + Send>;
 
 /// A channel for `append_with` results, as a server session uses, and a maker of callbacks
 /// that answer on it tagged with a number.
 fn answers() -> (
-    impl Fn(u32) -> Box<dyn FnOnce(strata_engine::Result<strata_engine::AppendResult>) + Send>,
+    impl Fn(u32) -> Callback,
     tokio::sync::mpsc::UnboundedReceiver<Answer>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Answer>();
@@ -715,7 +717,7 @@ fn answers() -> (
         let tx = tx.clone();
         Box::new(move |r| {
             let _ = tx.send((i, r));
-        }) as Box<dyn FnOnce(_) + Send>
+        }) as Callback
     };
     (answer, rx)
 }
