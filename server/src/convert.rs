@@ -31,6 +31,15 @@ pub fn expected_to_proto(e: ExpectedRevision) -> v1::ExpectedRevision {
     v1::ExpectedRevision { kind: Some(kind) }
 }
 
+/// The events of an append; an error names the first bad event by its index.
+pub fn events_from_proto(events: Vec<v1::EventData>) -> Result<Vec<EventData>, Status> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| event_from_proto(i, e))
+        .collect()
+}
+
 pub fn event_from_proto(i: usize, e: v1::EventData) -> Result<EventData, Status> {
     let event_id = if e.event_id.is_empty() {
         None

@@ -12,8 +12,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    direction_from_proto, event_from_proto, event_to_proto, expected_from_proto, filter_from_proto,
-    metadata_from_proto, metadata_to_proto,
+    direction_from_proto, event_to_proto, events_from_proto, expected_from_proto,
+    filter_from_proto, metadata_from_proto, metadata_to_proto,
 };
 use crate::status::{from_engine, invalid, shutting_down};
 
@@ -37,14 +37,9 @@ impl StreamsService {
     }
 }
 
-/// One append, as the unary call and the session both run it.
+/// One unary append, answered once it is durable.
 async fn append_one(engine: &Engine, r: v1::AppendRequest) -> Result<v1::AppendResponse, Status> {
-    let events = r
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| event_from_proto(i, e))
-        .collect::<Result<Vec<_>, _>>()?;
+    let events = events_from_proto(r.events)?;
     engine
         .append(&r.stream, expected_from_proto(r.expected), events)
         .await
@@ -232,13 +227,7 @@ impl Streams for StreamsService {
                     );
                     continue;
                 };
-                let events = match append
-                    .events
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, e)| event_from_proto(i, e))
-                    .collect::<Result<Vec<_>, _>>()
-                {
+                let events = match events_from_proto(append.events) {
                     Ok(events) => events,
                     Err(status) => {
                         answer(&tx, Err(status));

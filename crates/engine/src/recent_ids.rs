@@ -76,9 +76,8 @@ impl RecentIds {
             return;
         }
         if self.current.len() >= self.cap {
-            let mut next = IdMap::with_capacity_and_hasher(self.cap, Default::default());
-            std::mem::swap(&mut self.current, &mut next);
-            self.previous = next;
+            let fresh = IdMap::with_capacity_and_hasher(self.cap, Default::default());
+            self.previous = std::mem::replace(&mut self.current, fresh);
         }
         self.current.insert(id, seen);
     }
