@@ -86,7 +86,9 @@ fn verify(dir: &std::path::Path) -> i32 {
     }
     let engine = match strata_engine::Engine::open(strata_engine::Config::new(dir)) {
         Ok(e) => e,
-        Err(e @ strata_engine::Error::Corruption { .. }) => {
+        Err(
+            e @ (strata_engine::Error::Corruption { .. } | strata_engine::Error::DataLoss { .. }),
+        ) => {
             eprintln!("strata: {e}");
             return 8;
         }

@@ -96,6 +96,12 @@ pub struct ServeArgs {
         default_value = "background"
     )]
     pub verify_log: VerifyArg,
+    /// Serve a store even though it holds evidence that acknowledged data is gone (a missing
+    /// segment, or an index that recorded more of the log than is left). Without it such a
+    /// store refuses to start and says what is missing. With it the index is rebuilt from what
+    /// is left, and the lost events' revisions are given to new events.
+    #[arg(long, env = "STRATA_ACCEPT_DATA_LOSS")]
+    pub accept_data_loss: bool,
 }
 
 /// Parses `1024`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB` as powers of 1024).
@@ -180,6 +186,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     config.segment_size = args.segment_size;
     config.max_append_size = args.max_append_size as usize;
     config.index_cache_bytes = args.index_cache_size;
+    config.accept_data_loss = args.accept_data_loss;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -234,7 +241,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let engine = opened
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+        .map_err(|e| {
+            let hint = match e {
+                strata_engine::Error::DataLoss { .. } => ". Restore the missing files from a backup, or start with --accept-data-loss to serve what is left",
+                _ => "",
+            };
+            format!("cannot open the store in {}: {e}{hint}", args.data_dir.display())
+        })?;
     let engine = Arc::new(engine);
     let r = engine.recovery_report().clone();
     tracing::info!(

@@ -1,19 +1,15 @@
 //! The public engine: configuration, open/close, and the operations.
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use uuid::Uuid;
 
+pub use crate::config::{CommitObserver, Config, Durability, EngineStats, VerifyReport};
 use crate::error::{Error, Result};
 use crate::filter::EventFilter;
 use crate::index::{Index, StreamState};
-use crate::io::{Fs, OsFs};
 use crate::metadata::{metadata_stream, StreamMetadata};
 use crate::record::framed_len;
 use crate::recovery::{recover, RecoveryReport};
@@ -22,87 +18,10 @@ use crate::types::{
     AllFrom, AllSlice, AppendResult, Direction, EventData, ExpectedRevision, StreamFrom,
     StreamInfo, StreamSlice,
 };
+use crate::validate::{
+    prepare_events, validate_stream_name, validate_system_stream, validate_user_stream,
+};
 use crate::writer::{Op, Reply, Request, Writer};
-
-/// Longest stream name, in bytes of UTF-8.
-pub const MAX_STREAM_NAME: usize = 1000;
-/// Longest event type, in bytes of UTF-8.
-pub const MAX_EVENT_TYPE: usize = 1000;
-
-/// When an append is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// After its batch is written and fdatasync'ed: survives power loss. The default.
-    #[default]
-    Fsync,
-    /// After its batch is written to the OS page cache: survives a crash of the process, not of
-    /// the machine. For development and tests only.
-    NoSync,
-}
-
-/// Engine settings.
-#[derive(Clone)]
-pub struct Config {
-    /// Holds `log/` (segments) and `index/` (sled).
-    pub dir: PathBuf,
-    pub durability: Durability,
-    /// A segment is closed once the next batch would take it past this size.
-    pub segment_size: u64,
-    /// Largest encoded size of one append.
-    pub max_append_size: usize,
-    /// sled page cache.
-    pub index_cache_bytes: u64,
-    /// Event IDs remembered to recognise `Any`/`StreamExists` retries.
-    pub idempotency_window: usize,
-    /// How often index entries move from memory to sled.
-    pub index_flush_interval: Duration,
-    /// Writes queued before callers wait.
-    pub queue_depth: usize,
-    /// The file-system seam (tests inject failures here).
-    pub fs: Arc<dyn Fs>,
-    /// Told about every group commit and append, for metrics.
-    pub observer: Option<Arc<dyn CommitObserver>>,
-}
-
-/// Receives write-path measurements (a metrics exporter implements it). Called on the writer
-/// thread and on append callers' tasks: keep it cheap and non-blocking.
-pub trait CommitObserver: Send + Sync {
-    /// A group commit became durable: `events` events from `requests` requests, `bytes` bytes
-    /// written by one write (+ fdatasync in durable mode) that took `write`.
-    fn batch_committed(&self, events: u64, requests: u64, bytes: u64, write: Duration);
-    /// An append finished (successfully or not) `elapsed` after it was submitted.
-    fn append_finished(&self, elapsed: Duration, ok: bool);
-}
-
-impl Config {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Config {
-            dir: dir.into(),
-            durability: Durability::Fsync,
-            segment_size: 256 * 1024 * 1024,
-            max_append_size: 1024 * 1024,
-            index_cache_bytes: 64 * 1024 * 1024,
-            idempotency_window: 100_000,
-            index_flush_interval: Duration::from_millis(200),
-            queue_depth: 4096,
-            fs: Arc::new(OsFs),
-            observer: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("dir", &self.dir)
-            .field("durability", &self.durability)
-            .field("segment_size", &self.segment_size)
-            .field("max_append_size", &self.max_append_size)
-            .field("index_cache_bytes", &self.index_cache_bytes)
-            .field("idempotency_window", &self.idempotency_window)
-            .finish_non_exhaustive()
-    }
-}
 
 /// State shared by the engine handle, the writer thread and the index flusher.
 pub(crate) struct Shared {
@@ -165,34 +84,6 @@ impl Shared {
     }
 }
 
-/// What [`Engine::verify`] checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub records: u64,
-    pub bytes: u64,
-    pub segments: usize,
-}
-
-/// Counters for monitoring.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineStats {
-    pub log_end: u64,
-    pub segment_count: usize,
-    pub stream_count: usize,
-    pub index_checkpoint: u64,
-    pub index_unflushed: u64,
-    pub log_bytes: u64,
-    pub index_bytes: u64,
-    /// `Some(reason)` when a failed write made the store read-only.
-    pub read_only: Option<String>,
-    /// Group commits (one write + one fdatasync each) since open.
-    pub batches_committed: u64,
-    /// Events written since open.
-    pub events_committed: u64,
-    /// Write requests (appends, deletes, metadata) answered by those batches.
-    pub requests_committed: u64,
-}
-
 /// An open store. Cheap to share behind an `Arc`; reads are blocking file I/O (call them from
 /// `spawn_blocking` in async code); writes are async and group-committed.
 pub struct Engine {
@@ -201,39 +92,7 @@ pub struct Engine {
     writer: Option<JoinHandle<()>>,
     flusher: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
     report: RecoveryReport,
-    _lock: File,
-}
-
-fn validate_stream_name(stream: &str) -> Result<()> {
-    if stream.is_empty() {
-        return Err(Error::invalid("stream name", "must not be empty"));
-    }
-    if stream.len() > MAX_STREAM_NAME {
-        return Err(Error::invalid(
-            "stream name",
-            format!(
-                "is {} bytes, over the limit of {MAX_STREAM_NAME}",
-                stream.len()
-            ),
-        ));
-    }
-    if stream.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "stream name",
-            format!("{stream:?} contains control characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_user_stream(stream: &str) -> Result<()> {
-    validate_stream_name(stream)?;
-    if stream.starts_with('$') {
-        return Err(Error::ReservedStream {
-            stream: stream.into(),
-        });
-    }
-    Ok(())
+    _lock: crate::lock::DirLock,
 }
 
 fn stream_info_of(name: &str, st: &StreamState) -> StreamInfo {
@@ -245,17 +104,6 @@ fn stream_info_of(name: &str, st: &StreamState) -> StreamInfo {
     }
 }
 
-fn validate_system_stream(stream: &str) -> Result<()> {
-    validate_stream_name(stream)?;
-    if !stream.starts_with('$') || stream.starts_with("$$") {
-        return Err(Error::invalid(
-            "stream name",
-            format!("system streams start with a single '$', got {stream:?}"),
-        ));
-    }
-    Ok(())
-}
-
 impl Engine {
     /// Opens the store in `config.dir`, creating it if needed, and recovers it (see
     /// [`RecoveryReport`]). Blocking.
@@ -263,18 +111,10 @@ impl Engine {
         let fs = config.fs.clone();
         fs.create_dir_all(&config.dir)
             .map_err(|e| Error::io(&config.dir, e))?;
-        let lock_path = config.dir.join("LOCK");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
-            return Err(Error::Locked {
-                dir: config.dir.clone(),
-            });
-        }
+        let log_dir = config.dir.join("log");
+        fs.create_dir_all(&log_dir)
+            .map_err(|e| Error::io(&log_dir, e))?;
+        let lock = crate::lock::lock_dirs(&config.dir, &log_dir)?;
         let durable = config.durability == Durability::Fsync;
         let index = Index::open(&config.dir.join("index"), config.index_cache_bytes)?;
         let recovered = recover(
@@ -283,6 +123,7 @@ impl Engine {
             &index,
             durable,
             config.idempotency_window,
+            config.accept_data_loss,
         )?;
         let report = recovered.report.clone();
         tracing::info!(
@@ -325,6 +166,10 @@ impl Engine {
                 let stop = !matches!(stop_rx.recv_timeout(interval), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
                 if let Err(e) = flush_shared.index.flush() {
                     tracing::error!(error = %e, "index flush failed; entries stay in memory and will be retried");
+                }
+                let segments = flush_shared.log.segments();
+                for (i, seg) in segments.iter().enumerate() {
+                    crate::unlinked::check(&flush_shared, seg, i + 1 == segments.len());
                 }
                 if stop {
                     break;
@@ -398,55 +243,6 @@ impl Engine {
         self.append_unchecked_name(stream, expected, events).await
     }
 
-    /// Checks an append's events (stream name aside) and gives each an ID.
-    fn prepare_events(&self, stream: &str, mut events: Vec<EventData>) -> Result<Vec<EventData>> {
-        if events.is_empty() {
-            return Err(Error::invalid(
-                "events",
-                "an append needs at least one event",
-            ));
-        }
-        let mut size = 0usize;
-        for (i, e) in events.iter_mut().enumerate() {
-            if e.event_type.is_empty() {
-                return Err(Error::invalid(
-                    "event type",
-                    format!("event {i} of the append has an empty event type"),
-                ));
-            }
-            if e.event_type.len() > MAX_EVENT_TYPE {
-                return Err(Error::invalid(
-                    "event type",
-                    format!(
-                        "event {i} has a type of {} bytes, over the limit of {MAX_EVENT_TYPE}",
-                        e.event_type.len()
-                    ),
-                ));
-            }
-            e.event_id.get_or_insert_with(Uuid::new_v4);
-            size += framed_len(stream, &e.event_type, e.data.len(), e.metadata.len());
-        }
-        let max = self.shared.config.max_append_size;
-        if size > max {
-            return Err(Error::AppendTooLarge {
-                stream: stream.into(),
-                size,
-                max,
-            });
-        }
-        let mut seen = std::collections::HashSet::with_capacity(events.len());
-        for e in &events {
-            let id = e.event_id.expect("assigned above");
-            if !seen.insert(id) {
-                return Err(Error::invalid(
-                    "event id",
-                    format!("event ID {id} appears twice in one append"),
-                ));
-            }
-        }
-        Ok(events)
-    }
-
     async fn append_unchecked_name(
         &self,
         stream: &str,
@@ -487,7 +283,7 @@ impl Engine {
         events: Vec<EventData>,
         reply: Reply,
     ) {
-        let events = match self.prepare_events(stream, events) {
+        let events = match prepare_events(stream, events, self.shared.config.max_append_size) {
             Ok(events) => events,
             Err(e) => return reply.send(Err(e)),
         };
@@ -620,7 +416,21 @@ impl Engine {
         max: usize,
     ) -> Result<StreamSlice> {
         validate_stream_name(stream)?;
-        self.shared.read_stream(stream, from, direction, max)
+        self.shared.read_stream(stream, from, direction, max, false)
+    }
+
+    /// [`Engine::read_stream`] that ignores the stream's retention metadata (`$tb`,
+    /// `$maxCount`, `$maxAge`): every event ever written is returned. For servers reading their
+    /// own system streams, whose contents no client's metadata may hide from them.
+    pub fn read_stream_raw(
+        &self,
+        stream: &str,
+        from: StreamFrom,
+        direction: Direction,
+        max: usize,
+    ) -> Result<StreamSlice> {
+        validate_stream_name(stream)?;
+        self.shared.read_stream(stream, from, direction, max, true)
     }
 
     /// Reads up to `max` events of the global log, examining at most `max(max, 1) * 32`

@@ -61,6 +61,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store holds evidence that data it acknowledged is gone (a segment file missing, or
+    /// the index recording more of the log than is there). Opening refuses such a store unless
+    /// the caller accepts the loss.
+    #[error("acknowledged data is missing from the log in {}: {reason}", dir.display())]
+    DataLoss { dir: PathBuf, reason: String },
+
     /// A read asked for a `$all` position that is not the start of a record.
     #[error("position {position} is not the start of a record in the log")]
     InvalidPosition { position: u64 },

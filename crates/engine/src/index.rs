@@ -22,6 +22,9 @@ use crate::metadata::StreamMetadata;
 
 const KEY_CHECKPOINT: &[u8] = b"c";
 const KEY_FORMAT: &[u8] = b"v";
+/// The base position of the newest segment the log had: evidence, at the next open, of a
+/// newest segment that went missing.
+const KEY_NEWEST_SEGMENT: &[u8] = b"n";
 const INDEX_FORMAT: u64 = 2;
 const FLAG_TOMBSTONED: u8 = 1;
 /// Revisions per sled index value.
@@ -239,6 +242,27 @@ impl Index {
 
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint.load(Ordering::Acquire)
+    }
+
+    /// The base of the newest segment recorded by [`Index::note_newest_segment`].
+    pub fn newest_segment(&self) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get(KEY_NEWEST_SEGMENT)
+            .map_err(|e| self.err(e))?
+            .and_then(|v| be_u64(&v)))
+    }
+
+    /// Records (durably) that the log's newest segment starts at `base`. Called once a new
+    /// segment file is durable, so the record never names a segment that was not created.
+    pub fn note_newest_segment(&self, base: u64) -> Result<()> {
+        if self.newest_segment()? == Some(base) {
+            return Ok(());
+        }
+        self.db
+            .insert(KEY_NEWEST_SEGMENT, &base.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        self.sync()
     }
 
     pub fn indexed_end(&self) -> u64 {

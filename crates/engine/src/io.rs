@@ -40,6 +40,12 @@ pub trait LogFile: Send + Sync {
     fn len(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
 
+    /// True when no directory entry names the file any more (it was deleted while open):
+    /// what is written to it then is lost when it is closed.
+    fn is_unlinked(&self) -> io::Result<bool> {
+        Ok(false)
+    }
+
     /// Fills `buf` from `offset`, stopping early only at end of file.
     fn read_full_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
@@ -150,6 +156,10 @@ impl LogFile for OsFile {
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn is_unlinked(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.0.metadata()?.nlink() == 0)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
@@ -295,6 +305,9 @@ impl LogFile for FaultyFile {
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
+    }
+    fn is_unlinked(&self) -> io::Result<bool> {
+        self.inner.is_unlinked()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)

@@ -2,7 +2,9 @@
 //! per-stream indexes derived from it. It knows nothing about the network.
 //!
 //! Module map:
-//! - [`engine`]: configuration, open/close, the public operations.
+//! - [`engine`]: open/close and the public operations; `config`: its settings and reports.
+//! - `validate`: checks on names and events before a write is queued.
+//! - `lock`: the exclusive lock on the data and log directories.
 //! - `writer`: the single writer thread; expected-revision checks and group commit.
 //! - `reader`: stream reads (via the index) and `$all` reads (via the segments).
 //! - `recovery`: opening a log, re-indexing after the checkpoint, cutting a torn tail.
@@ -14,11 +16,13 @@
 //! - `recent_ids`: the window of recent event IDs for idempotent retries.
 //! - [`io`]: the file-system seam, with a failure-injecting wrapper for tests.
 
+mod config;
 pub mod engine;
 pub mod error;
 pub mod filter;
 mod index;
 pub mod io;
+mod lock;
 pub mod metadata;
 mod reader;
 mod recent_ids;
@@ -26,17 +30,17 @@ mod record;
 mod recovery;
 mod segment;
 pub mod types;
+mod unlinked;
+mod validate;
 mod writer;
 
-pub use engine::{
-    CommitObserver, Config, Durability, Engine, EngineStats, VerifyReport, MAX_EVENT_TYPE,
-    MAX_STREAM_NAME,
-};
+pub use engine::{CommitObserver, Config, Durability, Engine, EngineStats, VerifyReport};
 pub use error::{Error, Result};
 pub use filter::{EventFilter, FilterOn};
 pub use metadata::StreamMetadata;
 pub use recovery::RecoveryReport;
 pub use types::*;
+pub use validate::{MAX_EVENT_TYPE, MAX_STREAM_NAME};
 
 /// On-disk layout constants, for tools and tests that build or inspect files.
 pub mod format {

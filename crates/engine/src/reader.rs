@@ -47,12 +47,15 @@ impl Shared {
         }
     }
 
+    /// A stream read. `raw` ignores the stream's retention metadata (`$tb`, `$maxCount`,
+    /// `$maxAge`): every event ever written to it is visible.
     pub(crate) fn read_stream(
         &self,
         stream: &str,
         from: StreamFrom,
         direction: Direction,
         max: usize,
+        raw: bool,
     ) -> Result<StreamSlice> {
         let (last, first, max_age) = self.index.with_stream(stream, |st| {
             let st = st.ok_or_else(|| Error::StreamNotFound {
@@ -64,6 +67,7 @@ impl Shared {
                 });
             }
             match st.last_revision {
+                Some(last) if raw => Ok((last, 0, None)),
                 Some(last) if st.has_visible() => Ok((
                     last,
                     st.first_visible(),

@@ -1,5 +1,10 @@
 //! The window of recently written event IDs that makes `Any`/`StreamExists` retries idempotent.
 //! Owned by the writer thread alone; refilled from the log tail on open.
+//!
+//! Recognition is scoped to the stream, as in KurrentDB: the same event ID appended to a
+//! second stream is a new event there, not a retry. Entries are keyed by the ID and a hash of
+//! the stream name (seeded per process, so names cannot be chosen offline to collide); a
+//! lookup also compares the stored name, so a collision can only make a retry look new.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -34,7 +39,34 @@ impl Hasher for UuidHasher {
     }
 }
 
-type IdMap<V> = HashMap<Uuid, V, BuildHasherDefault<UuidHasher>>;
+/// An event ID within one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdKey {
+    id: Uuid,
+    stream: u64,
+}
+
+impl IdKey {
+    pub fn new(stream: &str, id: Uuid) -> Self {
+        Self::hashed(stream_hash(stream), id)
+    }
+
+    /// With the stream's [`stream_hash`] computed once for all IDs of an append.
+    pub fn hashed(stream: u64, id: Uuid) -> Self {
+        IdKey { id, stream }
+    }
+}
+
+/// The seeded hash of a stream name that [`IdKey`]s carry.
+pub fn stream_hash(stream: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    SEED.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(stream)
+}
+
+type IdMap<V> = HashMap<IdKey, V, BuildHasherDefault<UuidHasher>>;
 
 /// Two generations of IDs: new IDs go into `current`; when it holds `cap`, it becomes
 /// `previous` and the old `previous` is dropped whole. So the window always remembers at least
@@ -66,12 +98,27 @@ impl RecentIds {
         self.current.len() + self.previous.len() >= self.cap
     }
 
-    pub fn get(&self, id: &Uuid) -> Option<&Seen> {
-        self.current.get(id).or_else(|| self.previous.get(id))
+    /// Where `id` was written in `stream`, if it is in the window.
+    pub fn get(&self, stream: &str, id: Uuid) -> Option<&Seen> {
+        self.get_hashed(stream, stream_hash(stream), id)
+    }
+
+    /// [`RecentIds::get`] with the stream's hash already computed.
+    pub fn get_hashed(&self, stream: &str, hash: u64, id: Uuid) -> Option<&Seen> {
+        let key = IdKey::hashed(hash, id);
+        self.current
+            .get(&key)
+            .or_else(|| self.previous.get(&key))
+            .filter(|s| &*s.stream == stream)
     }
 
     /// Records a newly written event (newest end).
     pub fn insert(&mut self, id: Uuid, seen: Seen) {
+        self.insert_keyed(IdKey::new(&seen.stream, id), seen)
+    }
+
+    /// [`RecentIds::insert`] with the key already made (from `seen.stream` and the ID).
+    pub fn insert_keyed(&mut self, key: IdKey, seen: Seen) {
         if self.cap == 0 {
             return;
         }
@@ -79,15 +126,15 @@ impl RecentIds {
             let fresh = IdMap::with_capacity_and_hasher(self.cap, Default::default());
             self.previous = std::mem::replace(&mut self.current, fresh);
         }
-        self.current.insert(id, seen);
+        self.current.insert(key, seen);
     }
 
     /// Records an older event found while walking the log backwards on open (oldest end).
     pub fn insert_older(&mut self, id: Uuid, seen: Seen) {
-        if self.is_full() || self.get(&id).is_some() {
+        if self.is_full() || self.get(&seen.stream, id).is_some() {
             return;
         }
-        self.current.insert(id, seen);
+        self.current.insert(IdKey::new(&seen.stream, id), seen);
     }
 }
 
@@ -110,14 +157,17 @@ mod tests {
             w.insert(Uuid::from_u128(n), seen(n as u64));
             // The last two are always there.
             for recent in n.saturating_sub(1).max(1)..=n {
-                assert_eq!(w.get(&Uuid::from_u128(recent)), Some(&seen(recent as u64)));
+                assert_eq!(
+                    w.get("s", Uuid::from_u128(recent)),
+                    Some(&seen(recent as u64))
+                );
             }
             assert!(w.len() <= 4);
         }
         // 1 and 2 were in the generation dropped when 5 arrived.
-        assert!(w.get(&Uuid::from_u128(1)).is_none());
-        assert!(w.get(&Uuid::from_u128(2)).is_none());
-        assert_eq!(w.get(&Uuid::from_u128(3)), Some(&seen(3)));
+        assert!(w.get("s", Uuid::from_u128(1)).is_none());
+        assert!(w.get("s", Uuid::from_u128(2)).is_none());
+        assert_eq!(w.get("s", Uuid::from_u128(3)), Some(&seen(3)));
     }
 
     #[test]
@@ -125,18 +175,34 @@ mod tests {
         let mut w = RecentIds::new(2);
         w.insert(Uuid::from_u128(10), seen(10));
         w.insert_older(Uuid::from_u128(10), seen(99));
-        assert_eq!(w.get(&Uuid::from_u128(10)), Some(&seen(10)));
+        assert_eq!(w.get("s", Uuid::from_u128(10)), Some(&seen(10)));
         w.insert_older(Uuid::from_u128(9), seen(9));
         assert!(w.is_full());
         w.insert_older(Uuid::from_u128(8), seen(8));
-        assert!(w.get(&Uuid::from_u128(8)).is_none());
+        assert!(w.get("s", Uuid::from_u128(8)).is_none());
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn the_same_id_in_two_streams_is_two_entries() {
+        let mut w = RecentIds::new(10);
+        let id = Uuid::from_u128(7);
+        w.insert(id, seen(1));
+        let other = Seen {
+            stream: "t".into(),
+            revision: 0,
+            position: 99,
+        };
+        w.insert(id, other.clone());
+        assert_eq!(w.get("s", id), Some(&seen(1)));
+        assert_eq!(w.get("t", id), Some(&other));
+        assert!(w.get("u", id).is_none());
     }
 
     #[test]
     fn a_zero_window_remembers_nothing() {
         let mut w = RecentIds::new(0);
         w.insert(Uuid::from_u128(1), seen(1));
-        assert!(w.get(&Uuid::from_u128(1)).is_none());
+        assert!(w.get("s", Uuid::from_u128(1)).is_none());
     }
 }

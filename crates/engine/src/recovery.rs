@@ -59,6 +59,16 @@ fn open_segments(
         .filter_map(|n| segment::parse_file_name(n))
         .collect();
     bases.sort_unstable();
+    if let Some(first) = bases.first().filter(|b| **b != 0) {
+        return Err(Error::DataLoss {
+            dir: dir.to_owned(),
+            reason: format!(
+                "the first segment, {}, is missing: the oldest segment present is {}, which starts at log position {first}",
+                segment::file_name(0),
+                segment::file_name(*first)
+            ),
+        });
+    }
     let mut segments = Vec::with_capacity(bases.len());
     for (i, base) in bases.iter().enumerate() {
         let path = dir.join(segment::file_name(*base));
@@ -102,6 +112,19 @@ fn open_segments(
             let prev: &Arc<Segment> = prev;
             let prev_len = prev.file.len().map_err(|e| Error::io(&prev.path, e))?;
             let prev_end = prev.base + prev_len.saturating_sub(HEADER_LEN);
+            if prev_end < seg.base {
+                return Err(Error::DataLoss {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "log positions {prev_end} to {} are missing: {} ends at {prev_end}, but the next segment present is {} (segment {} is missing, or the end of {} was cut off)",
+                        seg.base,
+                        segment::file_name(prev.base),
+                        segment::file_name(seg.base),
+                        segment::file_name(prev_end),
+                        segment::file_name(prev.base),
+                    ),
+                });
+            }
             if prev_end != seg.base {
                 return Err(Error::Corruption {
                     file: seg.path.clone(),
@@ -137,6 +160,30 @@ fn valid_frame_after(seg: &Segment, from: u64, end: u64) -> Result<Option<u64>> 
         if check_frame(rest).is_ok() {
             return Ok(Some(from + i as u64));
         }
+    }
+    Ok(None)
+}
+
+/// What the index knows that the log no longer has: a newest segment it recorded that is
+/// gone, or a checkpoint past the end of the log (in either durability mode the index only
+/// ever holds committed records, so this means written and acknowledged data was lost).
+fn evidence_of_loss(index: &Index, last: &Segment, log_end: u64) -> Result<Option<String>> {
+    if let Some(newest) = index.newest_segment()? {
+        if newest > last.base {
+            return Ok(Some(format!(
+                "segment {} is missing: the index recorded it as the newest segment, but the log now ends with {}",
+                segment::file_name(newest),
+                segment::file_name(last.base)
+            )));
+        }
+    }
+    let checkpoint = index.checkpoint();
+    if checkpoint > log_end {
+        return Ok(Some(format!(
+            "the index has every event up to log position {checkpoint}, but the log ends at {log_end}: the last {} bytes of {} (or later segments) are gone",
+            checkpoint - log_end,
+            segment::file_name(last.base)
+        )));
     }
     Ok(None)
 }
@@ -186,6 +233,7 @@ pub(crate) fn recover(
     index: &Index,
     durable: bool,
     window: usize,
+    accept_loss: bool,
 ) -> Result<Recovered> {
     let started = Instant::now();
     let mut segments = open_segments(&fs, log_dir, durable)?;
@@ -199,18 +247,24 @@ pub(crate) fn recover(
     let last_len = last.file.len().map_err(|e| Error::io(&last.path, e))?;
     let physical_end = last.base + last_len - HEADER_LEN;
     let first_base = segments[0].base;
-    let log = Log::new(log_dir, fs, segments.clone(), physical_end);
+    let log = Log::new(log_dir.clone(), fs, segments.clone(), physical_end);
 
     let mut report = RecoveryReport {
         segments: segments.len(),
         index_checkpoint: index.checkpoint(),
         ..Default::default()
     };
-    if index.checkpoint() > physical_end {
-        tracing::warn!(
+    if let Some(loss) = evidence_of_loss(index, &last, physical_end)? {
+        if !accept_loss {
+            return Err(Error::DataLoss {
+                dir: log_dir.clone(),
+                reason: loss,
+            });
+        }
+        tracing::error!(
             checkpoint = index.checkpoint(),
             log_end = physical_end,
-            "the index is ahead of the log (the log lost unsynced data); rebuilding the index"
+            "{loss}; serving what is left because the loss was accepted, and rebuilding the index from the log"
         );
         index.clear()?;
         report.index_reset = true;
@@ -296,6 +350,7 @@ pub(crate) fn recover(
     }
     log.set_committed_end(complete_end);
     report.log_end = complete_end;
+    index.note_newest_segment(last.base)?;
 
     // Metadata of streams loaded from sled: parse it from the log.
     let mut meta_cursor = Cursor::new(&log, complete_end, 64 * 1024);

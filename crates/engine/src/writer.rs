@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::index::{Effect, Entry};
 use crate::metadata::{metadata_stream, StreamMetadata, METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE};
 use crate::reader::now_ns;
-use crate::recent_ids::{RecentIds, Seen};
+use crate::recent_ids::{stream_hash, IdKey, RecentIds, Seen};
 use crate::record::{encode_event, EventRecord};
 use crate::segment::{Cursor, Segment};
 use crate::types::{AppendResult, ContentType, CurrentRevision, EventData, ExpectedRevision};
@@ -116,7 +116,8 @@ struct Planned {
     stream: Arc<str>,
     revision: u64,
     position: u64,
-    event_id: Uuid,
+    /// The event ID within its stream, for the recent-ID window.
+    key: IdKey,
     effect: Option<Effect>,
 }
 
@@ -135,7 +136,7 @@ pub(crate) struct Writer {
     // Per-batch state.
     buf: Vec<u8>,
     pending: HashMap<Arc<str>, Pending>,
-    batch_ids: HashSet<Uuid, std::hash::BuildHasherDefault<crate::recent_ids::UuidHasher>>,
+    batch_ids: HashSet<IdKey, std::hash::BuildHasherDefault<crate::recent_ids::UuidHasher>>,
     planned: Vec<Planned>,
     outcomes: Vec<Outcome>,
     timestamp: i64,
@@ -294,11 +295,15 @@ impl Writer {
             .iter()
             .map(|e| e.event_id.expect("IDs assigned before the writer"))
             .collect();
-        if ids.iter().any(|id| self.batch_ids.contains(id)) {
+        let hash = stream_hash(stream);
+        if ids
+            .iter()
+            .any(|id| self.batch_ids.contains(&IdKey::hashed(hash, *id)))
+        {
             // A retry racing its original inside one batch: decide after the original commits.
             return Ok(None);
         }
-        if let Some(replay) = self.idempotent_check(stream, expected, &st, &ids)? {
+        if let Some(replay) = self.idempotent_check(stream, hash, expected, &st, &ids)? {
             return Ok(Some(replay));
         }
         if !Self::expected_ok(expected, &st) {
@@ -323,12 +328,12 @@ impl Writer {
                     metadata: &e.metadata,
                 },
             );
-            self.batch_ids.insert(ids[i]);
+            self.batch_ids.insert(IdKey::hashed(hash, ids[i]));
             self.planned.push(Planned {
                 stream: stream.clone(),
                 revision,
                 position,
-                event_id: ids[i],
+                key: IdKey::hashed(hash, ids[i]),
                 effect: None,
             });
             revision += 1;
@@ -357,6 +362,7 @@ impl Writer {
     fn idempotent_check(
         &self,
         stream: &str,
+        hash: u64,
         expected: ExpectedRevision,
         st: &Pending,
         ids: &[Uuid],
@@ -366,7 +372,10 @@ impl Writer {
             event_id: id,
             detail,
         };
-        let seen: Vec<Option<&Seen>> = ids.iter().map(|id| self.recent.get(id)).collect();
+        let seen: Vec<Option<&Seen>> = ids
+            .iter()
+            .map(|id| self.recent.get_hashed(stream, hash, *id))
+            .collect();
         if let Some(first_seen) = seen.iter().position(Option::is_some) {
             let Some(first) = seen[0] else {
                 return Err(conflict(
@@ -526,7 +535,7 @@ impl Writer {
             stream: meta_name.clone(),
             revision,
             position,
-            event_id,
+            key: IdKey::new(&meta_name, event_id),
             effect: Some(effect),
         });
         self.pending.insert(
@@ -583,8 +592,8 @@ impl Writer {
                     self.shared.log.set_committed_end(self.write_pos);
                     self.shared.index.apply(&entries, self.write_pos);
                     for p in planned {
-                        self.recent.insert(
-                            p.event_id,
+                        self.recent.insert_keyed(
+                            p.key,
                             Seen {
                                 stream: p.stream,
                                 revision: p.revision,
@@ -630,6 +639,9 @@ impl Writer {
             match self.shared.log.create_segment(self.write_pos, durable) {
                 Ok(seg) => {
                     tracing::debug!(base = seg.base, path = %seg.path.display(), "rolled over to a new segment");
+                    if let Err(e) = self.shared.index.note_newest_segment(seg.base) {
+                        tracing::error!(error = %e, "could not record the new segment in the index; a later loss of it would go unnoticed at open");
+                    }
                     self.active = seg;
                 }
                 Err(e) => {
@@ -658,6 +670,10 @@ impl Writer {
             )));
         }
         self.write_pos += self.buf.len() as u64;
+        // Acknowledge nothing that went into a deleted file.
+        if let Some(reason) = crate::unlinked::check(&self.shared, &self.active, true) {
+            return Err(reason);
+        }
         Ok(())
     }
 }

@@ -243,11 +243,14 @@ fn idempotent_retries_exact_and_any() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err}");
-        let err = e.append("other", Exp::Any, vec![ev(10)]).await.unwrap_err();
-        assert!(
-            err.to_string().contains("already written to stream 'any'"),
-            "{err}"
-        );
+        // Idempotency is scoped to the stream (as in KurrentDB): the same ID in another
+        // stream is a new event there, and its own retry is recognised there.
+        let other = e.append("other", Exp::Any, vec![ev(10)]).await.unwrap();
+        assert!(!other.idempotent_replay);
+        assert_eq!(other.revision, 0);
+        let again = e.append("other", Exp::Any, vec![ev(10)]).await.unwrap();
+        assert!(again.idempotent_replay);
+        assert_eq!(again.position, other.position);
     });
     assert_eq!(
         e.read_stream("acc", StreamFrom::Start, Direction::Forwards, 10)

@@ -52,6 +52,9 @@ fn populate(dir: &TempDir, n: u128) -> Vec<RecordedEvent> {
 fn torn_tail_is_cut_back_to_the_last_complete_append() {
     let dir = tempdir().unwrap();
     let before = populate(&dir, 20);
+    // A torn write is never in the index (it was never acknowledged); without an index
+    // recording it there is no evidence of loss, only a torn tail.
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let seg = last_segment(&dir);
     let len = std::fs::metadata(&seg).unwrap().len();
     // Cut in the middle of the last record of the 3-event append: the whole append goes.
@@ -307,10 +310,10 @@ fn torn_write_is_recovered(durability: strata_engine::Durability) {
 }
 
 #[test]
-fn index_ahead_of_the_log_is_rebuilt() {
+fn index_ahead_of_the_log_refuses_to_open_unless_the_loss_is_accepted() {
     let dir = tempdir().unwrap();
     let before = populate(&dir, 10);
-    // Simulate losing unsynced log data while the index kept it: cut the log by whole records.
+    // Acknowledged (and indexed) data cut from the end of the log: cut by whole records.
     let seg = last_segment(&dir);
     let keep = SEGMENT_HEADER_LEN + before[5].position;
     OpenOptions::new()
@@ -319,7 +322,16 @@ fn index_ahead_of_the_log_is_rebuilt() {
         .unwrap()
         .set_len(keep)
         .unwrap();
-    let e = open(&dir);
+    let err = Engine::open(config(&dir)).err().expect("refused");
+    assert!(matches!(err, Error::DataLoss { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the log ends at") && msg.contains(&segment_file_name(0)),
+        "{msg}"
+    );
+    let mut c = config(&dir);
+    c.accept_data_loss = true;
+    let e = Engine::open(c).unwrap();
     assert!(e.recovery_report().index_reset);
     assert_eq!(all(&e), before[..5]);
     let s = e
@@ -364,4 +376,112 @@ fn a_segment_that_does_not_continue_the_previous_one_is_corruption() {
     std::fs::write(&bogus, &header).unwrap();
     let err = Engine::open(config(&dir)).err().unwrap().to_string();
     assert!(err.contains(&segment_file_name(real_end + 100)), "{err}");
+}
+
+/// A store spread over several small segments; returns the segment files in order.
+fn populate_segments(dir: &TempDir) -> Vec<PathBuf> {
+    let mut c = config(dir);
+    c.segment_size = 4096;
+    let e = Engine::open(c).unwrap();
+    rt().block_on(async {
+        for i in 0..300u128 {
+            e.append(&format!("s-{}", i % 4), Exp::Any, vec![ev(i + 1)])
+                .await
+                .unwrap();
+        }
+    });
+    drop(e);
+    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    names
+}
+
+fn open_err(dir: &TempDir) -> String {
+    let err = Engine::open(config(dir)).err().expect("refused");
+    assert!(matches!(err, Error::DataLoss { .. }), "{err}");
+    err.to_string()
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_missing_segment_anywhere_is_found_and_named() {
+    let dir = tempdir().unwrap();
+    let segs = populate_segments(&dir);
+    let stash = dir.path().join("stash");
+    for victim in [&segs[0], &segs[1], segs.last().unwrap()] {
+        std::fs::rename(victim, &stash).unwrap();
+        let msg = open_err(&dir);
+        assert!(msg.contains(&file_name(victim)), "{msg}");
+        std::fs::rename(&stash, victim).unwrap();
+    }
+    // Put back, the store opens and everything is there.
+    let e = open(&dir);
+    assert_eq!(all(&e).len(), 300);
+}
+
+#[test]
+fn a_missing_newest_segment_is_served_only_when_the_loss_is_accepted() {
+    let dir = tempdir().unwrap();
+    let segs = populate_segments(&dir);
+    let newest = segs.last().unwrap();
+    std::fs::remove_file(newest).unwrap();
+    let msg = open_err(&dir);
+    assert!(
+        msg.contains(&file_name(newest)) && msg.contains("missing"),
+        "{msg}"
+    );
+    let mut c = config(&dir);
+    c.accept_data_loss = true;
+    let e = Engine::open(c).unwrap();
+    assert!(e.recovery_report().index_reset);
+    let left = all(&e).len();
+    assert!(left > 0 && left < 300, "{left}");
+    drop(e);
+    // The loss was accepted once; the store now opens as it is.
+    let e = open(&dir);
+    assert_eq!(all(&e).len(), left);
+}
+
+#[test]
+fn a_segment_deleted_under_a_running_store_is_restored_and_nothing_acknowledged_is_lost() {
+    let dir = tempdir().unwrap();
+    let e = open(&dir);
+    let acked = rt().block_on(async {
+        let mut acked = 0;
+        for i in 0..50u128 {
+            e.append("s", Exp::Any, vec![ev(i + 1)]).await.unwrap();
+            acked += 1;
+        }
+        acked
+    });
+    let seg = last_segment(&dir);
+    std::fs::remove_file(&seg).unwrap();
+    // The next write notices before it is acknowledged.
+    let err = rt()
+        .block_on(e.append("s", Exp::Any, vec![ev(999)]))
+        .unwrap_err();
+    assert!(matches!(err, Error::ReadOnly { .. }), "{err}");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    assert!(
+        seg.exists(),
+        "the segment was copied back from the open file"
+    );
+    drop(e);
+    let e = open(&dir);
+    let events = e
+        .read_stream("s", StreamFrom::Start, Direction::Forwards, 100)
+        .unwrap()
+        .events;
+    assert!(events.len() >= acked, "{} of {acked}", events.len());
+    for (i, ev) in events.iter().take(acked).enumerate() {
+        assert_eq!(ev.event_id, uuid::Uuid::from_u128(i as u128 + 1));
+    }
 }

@@ -9,6 +9,10 @@
 //! - `$persistentsubscription-<stream>::<group>-parked`: parked messages, each a pointer to
 //!   the original event plus the reason. Acknowledged replays are trimmed with `$tb`.
 //!
+//! (`<stream>` and `<group>` are escaped when they could make the name ambiguous; see
+//! [`checkpoint_stream`].) The server reads these streams raw, ignoring retention metadata,
+//! and clients may not write them or change their metadata ([`is_group_stream`]).
+//!
 //! Module map:
 //! - [`settings`]: a group's settings, their defaults and validation.
 //! - `store`: reading and writing the system streams above.
@@ -25,3 +29,4 @@ pub use error::{Error, Result};
 pub use group::{ConsumerInfo, Delivery, GroupInfo, GroupStatus, NackAction};
 pub use manager::{Consumer, Groups};
 pub use settings::{ConsumerStrategy, FilterSpec, Settings, SettingsPatch, StartFrom, Target};
+pub use store::{checkpoint_stream, is_group_stream, parked_stream, CONFIG_STREAM};

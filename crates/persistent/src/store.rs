@@ -20,15 +20,43 @@ const GROUP_CREATED: &str = "$GroupCreated";
 const GROUP_UPDATED: &str = "$GroupUpdated";
 const GROUP_DELETED: &str = "$GroupDeleted";
 
-pub fn checkpoint_stream(target: &Target, group: &str) -> String {
+/// Prefix of every group's checkpoint and parked stream.
+pub const GROUP_STREAM_PREFIX: &str = "$persistentsubscription-";
+
+/// True for the streams the consumer groups own: clients may read them but never write them
+/// or change their metadata.
+pub fn is_group_stream(stream: &str) -> bool {
+    stream == CONFIG_STREAM || stream.starts_with(GROUP_STREAM_PREFIX)
+}
+
+/// A stream or group name as it appears inside a group's system stream names. Names are kept
+/// as they are (KurrentDB's naming) unless they could make `<stream>::<group>` ambiguous: a
+/// name holding `%` or `::`, or starting or ending with `:`, has `%` written as `%25` and every
+/// `:` as `%3A`. Kept names hold no `%`, escaped ones no `:`, and neither kind holds `::` or
+/// starts or ends with `:`, so the first `::` is always the separator and distinct
+/// (stream, group) pairs never share a stream (`a::b` + `c` and `a` + `b::c` used to).
+fn name_part(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('%') || name.contains("::") || name.starts_with(':') || name.ends_with(':') {
+        name.replace('%', "%25").replace(':', "%3A").into()
+    } else {
+        name.into()
+    }
+}
+
+fn group_stream(target: &Target, group: &str, kind: &str) -> String {
     format!(
-        "$persistentsubscription-{}::{group}-checkpoint",
-        target.name()
+        "{GROUP_STREAM_PREFIX}{}::{}-{kind}",
+        name_part(target.name()),
+        name_part(group)
     )
 }
 
+pub fn checkpoint_stream(target: &Target, group: &str) -> String {
+    group_stream(target, group, "checkpoint")
+}
+
 pub fn parked_stream(target: &Target, group: &str) -> String {
-    format!("$persistentsubscription-{}::{group}-parked", target.name())
+    group_stream(target, group, "parked")
 }
 
 /// A change to the set of groups, as stored in [`CONFIG_STREAM`].
@@ -63,14 +91,14 @@ pub struct StoredGroup {
     pub incarnation: u64,
 }
 
-/// Reads the config stream. Returns the live groups and the stream's last revision.
+/// Reads the config stream (raw: no metadata can hide a group from the server). Returns the live groups and the stream's last revision.
 pub fn load_groups(engine: &Engine) -> Result<(Vec<StoredGroup>, Option<u64>)> {
     let mut groups: Vec<StoredGroup> = Vec::new();
     let mut incarnations: std::collections::HashMap<(Target, String), u64> = Default::default();
     let mut from = 0;
     let mut last = None;
     loop {
-        let slice = match engine.read_stream(
+        let slice = match engine.read_stream_raw(
             CONFIG_STREAM,
             StreamFrom::Revision(from),
             Direction::Forwards,
@@ -176,7 +204,7 @@ pub fn read_checkpoint(
     incarnation: u64,
 ) -> Result<Option<u64>> {
     let stream = checkpoint_stream(target, group);
-    let slice = match engine.read_stream(&stream, StreamFrom::End, Direction::Backwards, 1) {
+    let slice = match engine.read_stream_raw(&stream, StreamFrom::End, Direction::Backwards, 1) {
         Ok(s) => s,
         Err(EngineError::StreamNotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -222,7 +250,7 @@ pub fn parked_range(engine: &Engine, target: &Target, group: &str) -> Result<(u6
     let stream = parked_stream(target, group);
     let (_, meta) = engine.get_stream_metadata(&stream)?;
     let start = meta.truncate_before.unwrap_or(0);
-    let end = match engine.read_stream(&stream, StreamFrom::End, Direction::Backwards, 1) {
+    let end = match engine.read_stream_raw(&stream, StreamFrom::End, Direction::Backwards, 1) {
         Ok(s) => s.last_revision + 1,
         Err(EngineError::StreamNotFound { .. }) => start,
         Err(e) => return Err(e.into()),
@@ -265,7 +293,7 @@ pub fn read_parked(
     max: usize,
 ) -> Result<Vec<(u64, Option<RecordedEvent>)>> {
     let stream = parked_stream(target, group);
-    let slice = match engine.read_stream(
+    let slice = match engine.read_stream_raw(
         &stream,
         StreamFrom::Revision(from),
         Direction::Forwards,

@@ -205,7 +205,21 @@ async fn write_events(
     expected: ExpectedRevision,
     events: Vec<EventData>,
 ) -> Result<strata_engine::AppendResult, Error> {
+    if stream == "$all" {
+        return Err(Error::InvalidArgument {
+            field: "stream",
+            reason: "$all is the global log: it is read, never appended to".into(),
+        });
+    }
     if let Some(target) = stream.strip_prefix("$$") {
+        if strata_persistent::is_group_stream(target) {
+            return Err(Error::InvalidArgument {
+                field: "stream",
+                reason: format!(
+                    "the metadata of {target} belongs to the consumer groups and cannot be changed by clients"
+                ),
+            });
+        }
         if events.len() == 1 && events[0].event_type == "$metadata" {
             let meta =
                 StreamMetadata::from_json(&events[0].data).map_err(|r| Error::InvalidArgument {
@@ -227,7 +241,7 @@ async fn write_events(
             ),
         });
     }
-    if stream.starts_with("$persistentsubscription-") || stream == "$persistentSubscriptionConfig" {
+    if strata_persistent::is_group_stream(stream) {
         return Err(Error::InvalidArgument {
             field: "stream",
             reason: format!("{stream} belongs to the consumer groups and is written only by them"),
