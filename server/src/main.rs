@@ -6,6 +6,7 @@ mod grpc_errors;
 mod info;
 mod kurrent;
 mod metrics;
+mod net;
 mod persistent;
 mod serve;
 mod status;
@@ -157,6 +158,7 @@ fn main() {
             runtime.block_on(cli::run(*cmd))
         }
     };
-    drop(runtime);
+    // Blocking work still running (a long read whose client left) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
 }

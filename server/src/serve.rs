@@ -102,7 +102,37 @@ pub struct ServeArgs {
     /// is left, and the lost events' revisions are given to new events.
     #[arg(long, env = "STRATA_ACCEPT_DATA_LOSS")]
     pub accept_data_loss: bool,
+    /// Most client connections open at once; one more is closed as soon as it is accepted.
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Time a new connection has to send the HTTP/2 preface before it is closed (e.g. 10s).
+    #[arg(long, env = "STRATA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: std::time::Duration,
 }
+
+/// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 10s, 2m)"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// How long running requests get to finish once shutdown begins; then their connections are
+/// closed.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// The process exits this long after a shutdown signal whatever is still running (the store
+/// recovers at the next start as after a crash, losing nothing acknowledged).
+const HARD_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Parses `1024`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB` as powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -150,20 +180,6 @@ async fn signalled(signals: Signals) {
     }
 }
 
-/// Connections accepted on a listener shared by the start-up health server and the full one.
-/// Small gRPC frames must not wait for Nagle's algorithm, hence `TCP_NODELAY`.
-fn accepted(
-    listener: Arc<TcpListener>,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |l| async move {
-        let conn = l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            s
-        });
-        Some((conn, l))
-    })
-}
-
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let signals = install_signals()?;
     if args.max_append_size == 0 || args.max_append_size > 64 * 1024 * 1024 {
@@ -195,29 +211,79 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     config.observer = Some(Arc::new(crate::metrics::Observer));
 
-    // During recovery the port already answers grpc.health.v1 with NOT_SERVING, so load
-    // balancers and orchestrators see a starting server rather than a dead one.
+    if let Some(limit) = crate::net::listener::raise_fd_limit() {
+        if (limit as usize) < args.max_connections.saturating_add(256) {
+            tracing::warn!(
+                fd_limit = limit,
+                max_connections = args.max_connections,
+                "the file-descriptor limit leaves little room above --max-connections; raise it (ulimit -n) or lower --max-connections"
+            );
+        }
+    }
+    let limits = crate::net::listener::Limits {
+        max_connections: args.max_connections.max(1),
+        handshake_timeout: args.handshake_timeout,
+    };
+    let decode_limit = args.max_append_size as usize + 1024 * 1024;
+
+    // The port serves from now on: health answers NOT_SERVING and every other call is told
+    // the store is recovering, until the full services are installed on the same server.
     let listener = Arc::new(
         TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?,
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (recovered_tx, recovered_rx) = watch::channel(false);
-    let starting = {
+    let ready = crate::net::gate::Ready::default();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = {
+        let mut stop = shutdown_rx.clone();
+        let incoming = crate::net::listener::incoming(listener, limits);
         let health_service = health_service.clone();
-        let incoming = accepted(listener.clone());
-        let mut recovered_rx = recovered_rx.clone();
+        let ready = ready.clone();
         tokio::spawn(async move {
-            let done = async move {
-                let _ = recovered_rx.wait_for(|r| *r).await;
-            };
             tonic::transport::Server::builder()
+                .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()))
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+                .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
+                // Every error response is counted by code here, whichever service made it.
+                .layer(crate::grpc_errors::CountErrorsLayer)
+                .layer(crate::net::gate::GateLayer(ready))
                 .add_service(health_service)
-                .serve_with_incoming_shutdown(incoming, done)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
                 .await
         })
     };
+    // Shutdown begins at SIGTERM/SIGINT, whatever the server is doing then.
+    let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    {
+        let health = health.clone();
+        tokio::spawn(async move {
+            signalled(signals).await;
+            let _ = signalled_tx.send(true);
+            // Whatever still runs then, the process ends: the lock is released and the next
+            // start recovers the store as after a crash.
+            std::thread::spawn(|| {
+                std::thread::sleep(HARD_EXIT);
+                tracing::error!(
+                    "shutdown did not finish within {} s of the signal; exiting now (the next start recovers the store)",
+                    HARD_EXIT.as_secs()
+                );
+                std::process::exit(1);
+            });
+            for name in SERVICES {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            // Subscriptions end with UNAVAILABLE; in-flight unary calls finish.
+            let _ = shutdown_tx.send(true);
+        });
+    }
+
     tracing::info!(%addr, "recovering the store; health checks on {addr} answer NOT_SERVING until it is open");
     let verify_first = args.verify_log == VerifyArg::Startup;
     let opened = tokio::task::spawn_blocking(move || {
@@ -230,15 +296,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         Ok::<_, strata_engine::Error>(engine)
     })
     .await;
-    let _ = recovered_tx.send(true);
-    // A client watching health could hold the start-up server open; do not wait for it long.
-    let mut starting = starting;
-    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut starting)
-        .await
-        .is_err()
-    {
-        starting.abort();
-    }
     let engine = opened
         .map_err(|e| e.to_string())?
         .map_err(|e| {
@@ -277,16 +334,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .build_v1()
         .map_err(|e| format!("reflection service: {e}"))?;
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let streams = StreamsServer::new(StreamsService::new(engine.clone(), shutdown_rx.clone()))
-        .max_decoding_message_size(64 * 1024 * 1024);
+        .max_decoding_message_size(decode_limit);
     let subscriptions = SubscriptionsServer::new(SubscriptionsService::new(
         engine.clone(),
         shutdown_rx.clone(),
     ));
     let info = ServerServer::new(InfoService::new(engine.clone()));
     let k_streams = KStreamsServer::new(KurrentStreams::new(engine.clone(), shutdown_rx.clone()))
-        .max_decoding_message_size(64 * 1024 * 1024);
+        .max_decoding_message_size(decode_limit);
     let groups = Groups::open(engine.clone())
         .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?;
     let persistent = PersistentSubscriptionsServer::new(PersistentService::new(
@@ -295,10 +351,25 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let k_persistent =
         KPersistentServer::new(KurrentPersistent::new(groups.clone(), shutdown_rx.clone()));
-    for name in SERVICES {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
+    ready.open(
+        tonic::service::Routes::new(health_service)
+            .add_service(reflection)
+            .add_service(streams)
+            .add_service(subscriptions)
+            .add_service(persistent)
+            .add_service(info)
+            // The KurrentDB client protocol v1, for existing KurrentDB clients.
+            .add_service(k_streams)
+            .add_service(k_persistent)
+            .add_service(KGossipServer::new(KurrentGossip))
+            .add_service(KFeaturesServer::new(KurrentFeatures)),
+    );
+    if !*signalled_rx.borrow() {
+        for name in SERVICES {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
     }
 
     let metrics_task = match args.metrics_listen.0 {
@@ -327,53 +398,45 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         shutdown_rx.clone(),
     ));
 
-    let health_for_shutdown = health.clone();
-    let shutdown = async move {
-        signalled(signals).await;
-        stop_verify.store(true, std::sync::atomic::Ordering::Relaxed);
-        for name in SERVICES {
-            health_for_shutdown
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
-        // Subscriptions end with UNAVAILABLE; in-flight unary calls finish.
-        let _ = shutdown_tx.send(true);
-    };
-
     tracing::info!(%addr, "listening on {addr}");
-    tonic::transport::Server::builder()
-        .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()))
-        // Every error response is counted by code here, whichever service made it.
-        .layer(crate::grpc_errors::CountErrorsLayer)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(streams)
-        .add_service(subscriptions)
-        .add_service(persistent)
-        .add_service(info)
-        // The KurrentDB client protocol v1, for existing KurrentDB clients.
-        .add_service(k_streams)
-        .add_service(k_persistent)
-        .add_service(KGossipServer::new(KurrentGossip))
-        .add_service(KFeaturesServer::new(KurrentFeatures))
-        .serve_with_incoming_shutdown(
-            // Small gRPC frames must not wait for Nagle's algorithm.
-            accepted(listener),
-            shutdown,
-        )
-        .await
-        .map_err(|e| format!("gRPC server failed: {e}"))?;
+    let _ = signalled_rx.wait_for(|s| *s).await;
+    stop_verify.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Running requests get DRAIN to finish; then their connections are closed.
+    let mut server = server;
+    match tokio::time::timeout(DRAIN, &mut server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the gRPC server failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the gRPC server task failed"),
+        Err(_) => {
+            tracing::warn!(
+                "requests still running {} s after shutdown began; closing their connections",
+                DRAIN.as_secs()
+            );
+            server.abort();
+        }
+    }
 
+    // The services (and the store handles they hold) go with the server.
+    drop(server);
+    drop(ready);
     tracing::info!("gRPC server stopped; closing the store");
     // Groups write their final checkpoints while the store is still open.
-    groups.shutdown().await;
+    if tokio::time::timeout(DRAIN, groups.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "consumer groups did not stop within {} s; their last checkpoints may be older",
+            DRAIN.as_secs()
+        );
+    }
     drop(groups);
     if let Some(t) = metrics_task {
-        let _ = t.await;
+        let _ = tokio::time::timeout(DRAIN, t).await;
     }
     // Reads and subscriptions still finishing hold the engine for a moment.
     let mut engine = engine;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + DRAIN;
     let engine = loop {
         match Arc::try_unwrap(engine) {
             Ok(e) => break e,
@@ -381,7 +444,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 engine = shared;
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            Err(_) => return Err("requests were still running 10 s after shutdown began; the store closes when they end".into()),
+            Err(_) => return Err(format!("work was still running {} s after the connections closed; exiting without closing the store (the next start recovers it, losing nothing acknowledged)", DRAIN.as_secs())),
         }
     };
     let stats = engine.stats();
@@ -404,7 +467,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_duration, parse_size};
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("1h").is_err());
+    }
 
     #[test]
     fn sizes() {

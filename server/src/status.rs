@@ -113,7 +113,7 @@ pub fn from_engine(e: Error) -> Status {
             message.clone(),
             Kind::Unavailable(v1::Unavailable { reason: message }),
         ),
-        Error::Corruption { .. } => with_detail(
+        Error::Corruption { .. } | Error::DataLoss { .. } => with_detail(
             Code::DataLoss,
             message.clone(),
             Kind::Internal(v1::Internal { reason: message }),

@@ -109,7 +109,7 @@ impl Server {
 
     /// Starts a server listening on `listen`.
     pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
-        Self::try_start_on(dir, listen, extra, None).unwrap_or_else(|log| {
+        Self::try_start_on(dir, listen, extra, &[]).unwrap_or_else(|log| {
             panic!("strata serve did not start; its log:\n{log}");
         })
     }
@@ -117,9 +117,24 @@ impl Server {
     /// Starts a server whose files cannot grow past `max_file_bytes` (`RLIMIT_FSIZE`, with
     /// `SIGXFSZ` ignored): a write beyond it fails with EFBIG, as on a failing or full disk.
     pub fn start_with_file_limit(dir: &Path, extra: &[&str], max_file_bytes: u64) -> Server {
-        Self::try_start_on(dir, "127.0.0.1:0", extra, Some(max_file_bytes)).unwrap_or_else(|log| {
+        Self::try_start_on(
+            dir,
+            "127.0.0.1:0",
+            extra,
+            &[(libc::RLIMIT_FSIZE, max_file_bytes)],
+        )
+        .unwrap_or_else(|log| {
             panic!("strata serve did not start; its log:\n{log}");
         })
+    }
+
+    /// Starts a server that may hold at most `max_fds` file descriptors (`RLIMIT_NOFILE`, soft
+    /// and hard, so the server cannot raise it).
+    pub fn start_with_fd_limit(dir: &Path, extra: &[&str], max_fds: u64) -> Server {
+        Self::try_start_on(dir, "127.0.0.1:0", extra, &[(libc::RLIMIT_NOFILE, max_fds)])
+            .unwrap_or_else(|log| {
+                panic!("strata serve did not start; its log:\n{log}");
+            })
     }
 
     /// Starts a server listening on `listen`, or returns the log of the one that did not start.
@@ -127,7 +142,7 @@ impl Server {
         dir: &Path,
         listen: &str,
         extra: &[&str],
-        max_file_bytes: Option<u64>,
+        rlimits: &[(libc::__rlimit_resource_t, u64)],
     ) -> Result<Server, String> {
         let mut cmd = Command::new(strata_bin());
         cmd.args(["serve", "--data-dir"])
@@ -137,17 +152,20 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(limit) = max_file_bytes {
+        if !rlimits.is_empty() {
             use std::os::unix::process::CommandExt;
+            let rlimits = rlimits.to_vec();
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: limit as libc::rlim_t,
-                        rlim_max: limit as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                    for (resource, limit) in &rlimits {
+                        let lim = libc::rlimit {
+                            rlim_cur: *limit as libc::rlim_t,
+                            rlim_max: *limit as libc::rlim_t,
+                        };
+                        if libc::setrlimit(*resource, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
                     Ok(())
@@ -274,6 +292,22 @@ impl Server {
         }
     }
 
+    /// Runs `strata serve` on `dir` expecting it to refuse to start; returns its exit code and
+    /// stderr.
+    pub fn refused(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(strata_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run strata serve");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts the server again on the same data directory, address and options.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
@@ -282,7 +316,7 @@ impl Server {
         // port); wait for it rather than fail.
         let mut tries = 0;
         let next = loop {
-            match Server::try_start_on(&self.dir, &self.addr.to_string(), &extra, None) {
+            match Server::try_start_on(&self.dir, &self.addr.to_string(), &extra, &[]) {
                 Ok(server) => break server,
                 Err(log) if log.contains("in use") && tries < 50 => {
                     tries += 1;

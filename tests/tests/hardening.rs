@@ -1,0 +1,413 @@
+//! Regression tests for the hardening issue: what careless or hostile clients and operators
+//! did to a running (or stopped) server, each checked against the real binary.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use strata_client::{
+    Client, Error, EventData, ExpectedRevision as Exp, GroupMessage, GroupSettings, GroupStart,
+    NackAction, ReadOptions,
+};
+use strata_kurrentdb_proto::event_store::client::{self as kc, streams as ks};
+use strata_tests::{rt, strata_bin, Server};
+use uuid::Uuid;
+
+fn from_start() -> GroupSettings {
+    GroupSettings {
+        start_from: Some(GroupStart::Start),
+        ..Default::default()
+    }
+}
+
+async fn read_all_of(c: &Client, stream: &str) -> Vec<strata_client::RecordedEvent> {
+    c.read_stream(stream, ReadOptions::default())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// One KurrentDB v1 `Append` of `events` (type, data) to `stream` with `any` expected.
+async fn kurrent_append(
+    url: &str,
+    stream: &str,
+    events: &[(&str, &[u8])],
+) -> Result<ks::AppendResp, tonic::Status> {
+    let mut client = ks::streams_client::StreamsClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    let mut reqs = vec![ks::AppendReq {
+        content: Some(ks::append_req::Content::Options(ks::append_req::Options {
+            stream_identifier: Some(kc::StreamIdentifier {
+                stream_name: stream.as_bytes().to_vec().into(),
+            }),
+            expected_stream_revision: Some(ks::append_req::options::ExpectedStreamRevision::Any(
+                kc::Empty {},
+            )),
+        })),
+    }];
+    for (ty, data) in events {
+        reqs.push(ks::AppendReq {
+            content: Some(ks::append_req::Content::ProposedMessage(
+                ks::append_req::ProposedMessage {
+                    id: Some(kc::Uuid {
+                        value: Some(kc::uuid::Value::String(Uuid::new_v4().to_string())),
+                    }),
+                    metadata: [
+                        ("type".to_owned(), ty.to_string()),
+                        ("content-type".to_owned(), "application/json".to_owned()),
+                    ]
+                    .into(),
+                    custom_metadata: Default::default(),
+                    data: data.to_vec().into(),
+                },
+            )),
+        });
+    }
+    client
+        .append(futures::stream::iter(reqs))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[test]
+fn consumer_group_streams_are_out_of_reach_of_clients_and_read_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    let url = server.url();
+    rt().block_on(async {
+        let c = server.client().await;
+        for g in ["g1", "g2", "g3"] {
+            c.create_group("orders", g, from_start()).await.unwrap();
+        }
+        // Retention on the config stream through the KurrentDB API used to be accepted and
+        // then erased groups at the next restart.
+        let err = kurrent_append(
+            &url,
+            "$$$persistentSubscriptionConfig",
+            &[("$metadata", br#"{"$maxCount": 1}"#)],
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("consumer groups"), "{err:?}");
+        for stream in [
+            "$persistentSubscriptionConfig",
+            "$persistentsubscription-orders::g1-checkpoint",
+        ] {
+            let err = kurrent_append(&url, stream, &[("Evil", b"{}")])
+                .await
+                .expect_err("refused");
+            assert_eq!(
+                err.code(),
+                tonic::Code::InvalidArgument,
+                "{stream}: {err:?}"
+            );
+        }
+    });
+    assert!(server.terminate().success());
+    // Even retention that got into the log (an older server accepted it) hides nothing from
+    // the server, which reads its own streams raw.
+    {
+        let engine = strata_engine::Engine::open(strata_engine::Config::new(dir.path())).unwrap();
+        let meta = strata_engine::StreamMetadata {
+            max_count: Some(1),
+            ..Default::default()
+        };
+        rt().block_on(engine.set_system_stream_metadata(
+            "$persistentSubscriptionConfig",
+            strata_engine::ExpectedRevision::Any,
+            meta,
+        ))
+        .unwrap();
+        engine.close().unwrap();
+    }
+    server.restart();
+    rt().block_on(async {
+        let c = server.client().await;
+        let mut names: Vec<String> = c
+            .list_groups(Some("orders"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.group)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["g1", "g2", "g3"]);
+    });
+}
+
+/// Takes one event from a group and parks it; returns its data.
+async fn park_one(c: &Client, stream: &str, group: &str) -> String {
+    let mut consumer = c.consume_group(stream, group, 10).await.unwrap();
+    let Some(Ok(GroupMessage::Event(e))) = consumer.next().await else {
+        panic!("no event for {stream}/{group}")
+    };
+    consumer
+        .nack(&[e.event.id], NackAction::Park, "test")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.group_info(stream, group).await.unwrap().parked < 1 {
+        assert!(Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    String::from_utf8(e.event.data.to_vec()).unwrap()
+}
+
+#[test]
+fn group_names_that_look_alike_never_share_system_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        c.append(
+            "a::b",
+            Exp::Any,
+            vec![EventData::json("E", "first").unwrap()],
+        )
+        .await
+        .unwrap();
+        c.append("a", Exp::Any, vec![EventData::json("E", "second").unwrap()])
+            .await
+            .unwrap();
+        c.create_group("a::b", "c", from_start()).await.unwrap();
+        c.create_group("a", "b::c", from_start()).await.unwrap();
+        assert_eq!(park_one(&c, "a::b", "c").await, "\"first\"");
+        assert_eq!(park_one(&c, "a", "b::c").await, "\"second\"");
+    });
+    assert!(server.terminate().success());
+    server.restart();
+    rt().block_on(async {
+        let c = server.client().await;
+        for (stream, group, want) in [("a", "b::c", "\"second\""), ("a::b", "c", "\"first\"")] {
+            assert_eq!(c.group_info(stream, group).await.unwrap().parked, 1);
+            assert_eq!(c.replay_parked(stream, group, None).await.unwrap(), 1);
+            let mut consumer = c.consume_group(stream, group, 10).await.unwrap();
+            let Some(Ok(GroupMessage::Event(e))) = consumer.next().await else {
+                panic!("no replayed event for {stream}/{group}")
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&e.event.data),
+                want,
+                "{stream}/{group}"
+            );
+            consumer.ack(&[e.event.id]).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn deleting_lock_and_index_never_lets_a_second_server_open_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path(), &[]);
+    let _ = std::fs::remove_file(dir.path().join("LOCK"));
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let (code, stderr) = Server::refused(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+}
+
+#[test]
+fn the_same_event_ids_in_two_streams_are_two_sets_of_events_and_nil_ids_are_never_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        let events: Vec<EventData> = (0..3).map(|i| EventData::json("E", &i).unwrap()).collect();
+        let a = c
+            .append("first", Exp::NoStream, events.clone())
+            .await
+            .unwrap();
+        let b = c
+            .append("second", Exp::NoStream, events.clone())
+            .await
+            .unwrap();
+        assert!(!b.idempotent_replay);
+        assert_ne!(a.position, b.position);
+        // A retry in its own stream is still recognised.
+        let again = c.append("second", Exp::Any, events.clone()).await.unwrap();
+        assert!(again.idempotent_replay);
+        assert_eq!(read_all_of(&c, "second").await.len(), 3);
+
+        // The nil UUID is not an identity: two such events are two events.
+        for i in 0..2 {
+            let mut e = EventData::json("E", &i).unwrap();
+            e.id = Uuid::nil();
+            let r = c.append("nil", Exp::Any, vec![e]).await.unwrap();
+            assert!(!r.idempotent_replay);
+        }
+        let stored = read_all_of(&c, "nil").await;
+        assert_eq!(stored.len(), 2);
+        assert!(stored.iter().all(|e| !e.id.is_nil()));
+
+        // NUL in an event type is refused, naming the field.
+        let err = c
+            .append("t", Exp::Any, vec![EventData::json("A\0B", &1).unwrap()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    });
+}
+
+/// A stopped store spread over several 4 KiB segments; returns its segment files in order.
+fn store_in_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut server = Server::start(dir, &["--segment-size", "4KiB"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        for i in 0..120 {
+            c.append(
+                &format!("s-{}", i % 3),
+                Exp::Any,
+                vec![EventData::json("E", &"x".repeat(100)).unwrap()],
+            )
+            .await
+            .unwrap();
+        }
+    });
+    assert!(server.terminate().success());
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    segs
+}
+
+fn verify(dir: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(strata_bin())
+        .args(["verify", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_segment_is_named_at_open_and_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = store_in_segments(dir.path());
+    let stash = dir.path().join("stash");
+    for victim in [&segs[0], &segs[1], segs.last().unwrap()] {
+        let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::rename(victim, &stash).unwrap();
+        let (code, stderr) = Server::refused(dir.path(), &[]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&name) && stderr.contains("missing"),
+            "{stderr}"
+        );
+        let (code, stderr) = verify(dir.path());
+        assert_eq!(code, Some(8), "{stderr}");
+        assert!(stderr.contains(&name), "{stderr}");
+        std::fs::rename(&stash, victim).unwrap();
+    }
+    assert_eq!(verify(dir.path()).0, Some(0));
+}
+
+#[test]
+fn a_lost_acknowledged_tail_refuses_to_start_unless_the_loss_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let revisions = rt().block_on(async {
+        let c = server.client().await;
+        let mut last = 0;
+        for i in 0..50 {
+            last = c
+                .append("acked", Exp::Any, vec![EventData::json("E", &i).unwrap()])
+                .await
+                .unwrap()
+                .revision;
+        }
+        last
+    });
+    assert_eq!(revisions, 49);
+    assert!(server.terminate().success());
+    let seg = dir
+        .path()
+        .join("log")
+        .join(strata_engine::format::segment_file_name(0));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 500)
+        .unwrap();
+    let (code, stderr) = Server::refused(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("acknowledged data is missing") && stderr.contains("--accept-data-loss"),
+        "{stderr}"
+    );
+    // Still refused on a second try: nothing was changed by the refusal.
+    assert_eq!(Server::refused(dir.path(), &[]).0, Some(1));
+    let server = Server::start(dir.path(), &["--accept-data-loss"]);
+    assert!(
+        server.logs().contains("loss was accepted"),
+        "{}",
+        server.logs()
+    );
+    rt().block_on(async {
+        let c = server.client().await;
+        let left = read_all_of(&c, "acked").await.len();
+        assert!(left < 50 && left > 0, "{left}");
+    });
+}
+
+#[test]
+fn deleting_the_newest_segment_under_a_running_server_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let acked: Vec<Uuid> = rt().block_on(async {
+        let c = Client::builder(server.url())
+            .append_retries(0)
+            .connect()
+            .await
+            .unwrap();
+        let mut acked = Vec::new();
+        for i in 0..50 {
+            let e = EventData::json("E", &i).unwrap();
+            let id = e.id;
+            c.append("s", Exp::Any, vec![e]).await.unwrap();
+            acked.push(id);
+        }
+        let seg = dir
+            .path()
+            .join("log")
+            .join(strata_engine::format::segment_file_name(0));
+        std::fs::remove_file(&seg).unwrap();
+        // The next write notices before acknowledging (or the periodic check did already):
+        // writes stop, and the file is put back from the open file.
+        let err = c
+            .append("s", Exp::Any, vec![EventData::json("E", &"late").unwrap()])
+            .await
+            .unwrap_err();
+        match err {
+            Error::Unavailable(m) => assert!(m.contains("deleted"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(seg.exists(), "the segment was put back");
+        acked
+    });
+    server.kill();
+    server.restart();
+    rt().block_on(async {
+        let c = server.client().await;
+        let stored: Vec<Uuid> = read_all_of(&c, "s").await.iter().map(|e| e.id).collect();
+        assert!(
+            stored.len() >= acked.len(),
+            "{} < {}",
+            stored.len(),
+            acked.len()
+        );
+        assert_eq!(&stored[..acked.len()], &acked[..]);
+    });
+}
