@@ -35,6 +35,22 @@ struct GroupLabel {
     group: String,
 }
 
+/// A label value as the text exposition format needs it: `\\`, `\"` and `\n` escaped. The
+/// encoder writes label values as they are given, and stream and group names come from
+/// clients: unescaped, one name could make the whole scrape unparseable.
+fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Records examined, at most, to count one `$all` subscription's lag at a scrape.
 const LAG_SCAN_LIMIT: usize = 10_000;
 
@@ -295,8 +311,8 @@ impl Metrics {
         if let Ok(list) = groups.list(None).await {
             for g in list {
                 let label = GroupLabel {
-                    stream: g.target.to_string(),
-                    group: g.group.clone(),
+                    stream: escape_label_value(&g.target.to_string()),
+                    group: escape_label_value(&g.group),
                 };
                 self.persistent_in_flight
                     .get_or_create(&label)

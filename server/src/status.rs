@@ -36,6 +36,36 @@ pub fn shutting_down() -> Status {
     )
 }
 
+/// The next request of a client stream. A request that cannot be read as one (it does not
+/// decode, or is over the size limit) ends the call with INVALID_ARGUMENT (or
+/// RESOURCE_EXHAUSTED) saying so, and is logged, instead of looking like the end of the
+/// stream; a client that went away just ends it.
+pub async fn next_message<T>(input: &mut tonic::Streaming<T>) -> Result<Option<T>, Status> {
+    match input.message().await {
+        Ok(m) => Ok(m),
+        Err(status) => Err(unreadable_request(status)),
+    }
+}
+
+/// What to answer when a client stream's request could not be read.
+pub fn unreadable_request(status: Status) -> Status {
+    use tonic::Code;
+    match status.code() {
+        Code::Internal | Code::InvalidArgument | Code::DataLoss => {
+            tracing::warn!(%status, "a request in a client stream could not be decoded; ending the call");
+            Status::invalid_argument(format!(
+                "a request could not be decoded, so the call ends here: {}",
+                status.message()
+            ))
+        }
+        Code::OutOfRange | Code::ResourceExhausted => {
+            tracing::warn!(%status, "a request in a client stream was over the size limit; ending the call");
+            Status::resource_exhausted(status.message().to_owned())
+        }
+        _ => status,
+    }
+}
+
 pub fn from_engine(e: Error) -> Status {
     let message = e.to_string();
     match e {

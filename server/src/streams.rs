@@ -212,7 +212,19 @@ impl Streams for StreamsService {
                     Ok(Some(r)) => r,
                     Ok(None) => return,
                     Err(status) => {
-                        tracing::debug!(%status, "append session ended by the client");
+                        let status = crate::status::unreadable_request(status);
+                        if matches!(
+                            status.code(),
+                            tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+                        ) {
+                            // Answer the appends already taken, then end the call saying why
+                            // (the requests after the unreadable one were never read).
+                            drop(permit);
+                            let _ = window.acquire_many(SESSION_WINDOW as u32).await;
+                            let _ = tx.send((Err(status), None));
+                        } else {
+                            tracing::debug!(%status, "append session ended by the client");
+                        }
                         return;
                     }
                 };

@@ -280,7 +280,12 @@ impl Subscriptions for SubscriptionsService {
                     Err(Error::StreamNotFound { .. }) => 0,
                     Err(e) => return Err(from_engine(e)),
                 },
-                Some(SubFrom::AfterRevision(n)) => n + 1,
+                Some(SubFrom::AfterRevision(n)) => n.checked_add(1).ok_or_else(|| {
+                    invalid(
+                        "from",
+                        format!("after_revision {n} is the largest revision there is: nothing can follow it"),
+                    )
+                })?,
                 Some(SubFrom::AfterPosition(_) | SubFrom::FromPosition(_)) => {
                     return Err(invalid(
                         "from",

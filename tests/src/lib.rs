@@ -91,6 +91,50 @@ pub fn client_example(name: &str) -> PathBuf {
     profile_dir.join("examples").join(name)
 }
 
+/// A Python virtualenv next to the build (`target/<name>`) with `requirement` installed from
+/// PyPI, created on first use; returns its interpreter. Tests run in parallel: only one of
+/// them creates a virtualenv at a time.
+pub fn python_venv(name: &str, requirement: &str, module: &str) -> PathBuf {
+    static SETUP: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    let target = strata_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_owned();
+    let venv = target.join(name);
+    let py = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&py) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for this test");
+        assert!(made.success(), "python3 -m venv {} failed", venv.display());
+        let pip = Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                requirement,
+            ])
+            .status()
+            .expect("run pip");
+        assert!(
+            pip.success(),
+            "pip install {requirement} failed (PyPI must be reachable)"
+        );
+        assert!(ready(&py), "{requirement} installed but cannot be imported");
+    }
+    py
+}
+
 /// A running `strata serve` process.
 pub struct Server {
     child: Option<Child>,

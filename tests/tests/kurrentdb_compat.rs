@@ -17,42 +17,9 @@ use strata_tests::{rt, strata_bin, Server};
 /// The pinned client version: its error handling changed within 1.x.
 const CLIENT: &str = "kurrentdbclient==1.3.5";
 
-/// A Python with the KurrentDB client installed (a virtualenv next to the build). The tests
-/// of this file run in parallel; only one of them may create the virtualenv.
+/// A Python with the KurrentDB client installed (a virtualenv next to the build).
 fn python() -> PathBuf {
-    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = SETUP.lock().unwrap_or_else(|e| e.into_inner());
-    let target = strata_bin()
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .to_owned();
-    let venv = target.join("kurrentdb-venv");
-    let py = venv.join("bin/python");
-    let ready = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import kurrentdbclient"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ready(&py) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the KurrentDB client test");
-        assert!(made.success(), "python3 -m venv {} failed", venv.display());
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", CLIENT])
-            .status()
-            .expect("run pip");
-        assert!(
-            pip.success(),
-            "pip install {CLIENT} failed (PyPI must be reachable)"
-        );
-        assert!(ready(&py), "{CLIENT} installed but cannot be imported");
-    }
-    py
+    strata_tests::python_venv("kurrentdb-venv", CLIENT, "kurrentdbclient")
 }
 
 /// Runs one of tests/compat's scripts against a fresh server; it must succeed and print a

@@ -205,6 +205,37 @@ fn health_answers_not_serving_while_recovery_runs() {
     };
     std::thread::spawn(move || for _ in lines {});
     let url = format!("http://{addr}");
+    // Meanwhile other calls are told the store is recovering (UNAVAILABLE, which clients
+    // retry), never UNIMPLEMENTED, on a connection that goes on serving afterwards.
+    let pinger = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            rt().block_on(async move {
+                use strata_proto::v1::{server_client::ServerClient, PingRequest};
+                let channel = tonic::transport::Endpoint::from_shared(url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut client = ServerClient::new(channel);
+                let mut outcomes: Vec<String> = Vec::new();
+                for _ in 0..20_000 {
+                    let outcome = match client.ping(PingRequest {}).await {
+                        Ok(_) => "ok".to_owned(),
+                        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+                    };
+                    let done = outcome == "ok";
+                    if outcomes.last() != Some(&outcome) {
+                        outcomes.push(outcome);
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                outcomes
+            })
+        })
+    };
     let mut seen = Vec::new();
     for _ in 0..3000 {
         let out = std::process::Command::new(strata_bin())
@@ -229,6 +260,20 @@ fn health_answers_not_serving_while_recovery_runs() {
         "statuses seen: {seen:?}"
     );
     assert_eq!(seen.last().map(String::as_str), Some("SERVING"), "{seen:?}");
+    let outcomes = pinger.join().unwrap();
+    assert_eq!(
+        outcomes.last().map(String::as_str),
+        Some("ok"),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[0].starts_with("Unavailable") && outcomes[0].contains("recovering"),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|o| !o.contains("Unimplemented")),
+        "{outcomes:?}"
+    );
 }
 
 async fn read_big(c: &Client) -> Vec<strata_client::RecordedEvent> {

@@ -213,3 +213,61 @@ fn errors_are_counted_for_every_service_and_at_the_end_of_streams() {
         1.0
     );
 }
+
+#[test]
+fn hostile_stream_and_group_names_keep_the_exposition_parseable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    let (stream, group) = ("a\"b\\c", "x\"} evil 1 #");
+    rt().block_on(async {
+        let c = server.client().await;
+        c.append(stream, Exp::Any, vec![EventData::json("E", &1).unwrap()])
+            .await
+            .unwrap();
+        let settings = GroupSettings {
+            start_from: Some(GroupStart::Start),
+            ..Default::default()
+        };
+        c.create_group(stream, group, settings).await.unwrap();
+    });
+    let (_, body) = scrape(&addr, "/metrics");
+    // The reference parser (Prometheus' own Python client) must read every family, and give
+    // back the names exactly.
+    let py = strata_tests::python_venv(
+        "prometheus-venv",
+        "prometheus-client==0.21.1",
+        "prometheus_client",
+    );
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        if s.name == "strata_persistent_lag":
+            out.append([s.labels["stream"], s.labels["group"]])
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(py)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser rejected the scrape: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labels: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(labels, [(stream.to_owned(), group.to_owned())]);
+}

@@ -44,6 +44,6 @@ pub use validate::{MAX_EVENT_TYPE, MAX_STREAM_NAME};
 
 /// On-disk layout constants, for tools and tests that build or inspect files.
 pub mod format {
-    pub use crate::record::{EVENT_FIXED, FRAME_OVERHEAD};
+    pub use crate::record::{framed_len as event_size, EVENT_FIXED, FRAME_OVERHEAD};
     pub use crate::segment::{file_name as segment_file_name, HEADER_LEN as SEGMENT_HEADER_LEN};
 }

@@ -9,6 +9,20 @@
 //! - Errors carry no `grpc-status-details-bin` (the clients would not recognise ours) and use
 //!   the texts the clients match on (see `status`).
 
+/// KurrentDB's expected-revision oneofs (one generated enum per request type) as ours.
+macro_rules! expected_of {
+    ($e:expr, $enum:path, $exact:ident) => {{
+        use $enum as E;
+        match $e {
+            Some(E::$exact(r)) => ExpectedRevision::Exact(r),
+            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
+            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
+            Some(E::Any(_)) | None => ExpectedRevision::Any,
+        }
+    }};
+}
+
+pub mod append;
 pub mod cluster;
 pub mod persistent;
 pub mod status;
