@@ -531,3 +531,34 @@ fn running_out_of_file_descriptors_is_logged_not_spun_on() {
         }
     });
 }
+
+#[test]
+fn messages_of_a_consumer_that_leaves_are_redelivered_in_event_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        for i in 0..20 {
+            c.append("jobs", Exp::Any, vec![EventData::json("E", &i).unwrap()])
+                .await
+                .unwrap();
+        }
+        c.create_group("jobs", "g", from_start()).await.unwrap();
+        let mut first = c.consume_group("jobs", "g", 20).await.unwrap();
+        for _ in 0..20 {
+            let Some(Ok(GroupMessage::Event(_))) = first.next().await else {
+                panic!("expected an event")
+            };
+        }
+        let mut second = c.consume_group("jobs", "g", 20).await.unwrap();
+        drop(first);
+        let mut revisions = Vec::new();
+        while revisions.len() < 20 {
+            let Some(Ok(GroupMessage::Event(e))) = second.next().await else {
+                panic!("expected a redelivery")
+            };
+            revisions.push(e.event.revision);
+        }
+        assert_eq!(revisions, (0..20).collect::<Vec<u64>>());
+    });
+}

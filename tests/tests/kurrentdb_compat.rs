@@ -12,7 +12,7 @@ use strata_kurrentdb_proto::event_store::client::{
     server_features::server_features_client::ServerFeaturesClient, streams as ks,
     streams::streams_client::StreamsClient,
 };
-use strata_tests::{rt, strata_bin, Server};
+use strata_tests::{rt, Server};
 
 /// The pinned client version: its error handling changed within 1.x.
 const CLIENT: &str = "kurrentdbclient==1.3.5";

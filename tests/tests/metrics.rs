@@ -245,7 +245,7 @@ from prometheus_client.parser import text_string_to_metric_families
 out = []
 for fam in text_string_to_metric_families(sys.stdin.read()):
     for s in fam.samples:
-        if s.name == "strata_persistent_lag":
+        if s.name == "strata_persistent_lag_events":
             out.append([s.labels["stream"], s.labels["group"]])
 print(json.dumps(out))
 "#;

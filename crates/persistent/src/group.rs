@@ -470,13 +470,15 @@ impl Group {
                 *b = None;
             }
         }
-        let mine: Vec<Uuid> = self
+        // Redelivered in event order, as KurrentDB does (not in the map's order).
+        let mut mine: Vec<(u64, Uuid)> = self
             .in_flight
             .iter()
             .filter(|(_, f)| f.consumer == consumer)
-            .map(|(id, _)| *id)
+            .map(|(id, f)| (f.msg.event.position, *id))
             .collect();
-        for id in mine {
+        mine.sort_unstable();
+        for (_, id) in mine {
             if let Some(f) = self.in_flight.remove(&id) {
                 let mut msg = f.msg;
                 msg.last_reason = Some("its consumer disconnected".into());
@@ -696,8 +698,12 @@ impl Group {
         Ok(())
     }
 
-    fn push_read(&mut self, seq: u64, event: RecordedEvent) {
+    fn push_read(&mut self, seq: u64, mut event: RecordedEvent) {
         self.outstanding.insert(seq);
+        // The bodies point into the block they were read from (up to 1 MiB): copy them, so a
+        // buffered event holds its own bytes only, not the whole block.
+        event.data = bytes::Bytes::copy_from_slice(&event.data);
+        event.metadata = bytes::Bytes::copy_from_slice(&event.metadata);
         self.buffer.push_back(Msg {
             event,
             seq: Some(seq),
@@ -836,13 +842,15 @@ impl Group {
             self.leave(id).await;
         }
         // Timed-out messages.
-        let expired: Vec<Uuid> = self
+        let mut expired: Vec<(u64, Uuid)> = self
             .in_flight
             .iter()
             .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
+            .map(|(id, f)| (f.msg.event.position, *id))
             .collect();
-        for id in expired {
+        // Redelivered in event order.
+        expired.sort_unstable();
+        for (_, id) in expired {
             if let Some(f) = self.in_flight.remove(&id) {
                 if let Some(c) = self.consumer_mut(f.consumer) {
                     c.in_flight = c.in_flight.saturating_sub(1);

@@ -52,11 +52,11 @@ pub fn raise_fd_limit() -> Option<u64> {
                 rlim_max: lim.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return Some(lim.rlim_max as u64);
+                return Some(lim.rlim_max);
             }
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 /// Logs at most once per interval (per call site's limiter).
