@@ -92,6 +92,18 @@ fn uuid() -> kc::Uuid {
     }
 }
 
+/// The metadata KurrentDB clients send with a binary event of type `E`.
+fn binary_event_metadata() -> std::collections::HashMap<String, String> {
+    [
+        ("type".to_owned(), "E".to_owned()),
+        (
+            "content-type".to_owned(),
+            "application/octet-stream".to_owned(),
+        ),
+    ]
+    .into()
+}
+
 fn batch(stream: &str, correlation: &kc::Uuid, data: usize, is_final: bool) -> ks::BatchAppendReq {
     ks::BatchAppendReq {
         correlation_id: Some(correlation.clone()),
@@ -106,14 +118,7 @@ fn batch(stream: &str, correlation: &kc::Uuid, data: usize, is_final: bool) -> k
         }),
         proposed_messages: vec![ks::batch_append_req::ProposedMessage {
             id: Some(uuid()),
-            metadata: [
-                ("type".to_owned(), "E".to_owned()),
-                (
-                    "content-type".to_owned(),
-                    "application/octet-stream".to_owned(),
-                ),
-            ]
-            .into(),
+            metadata: binary_event_metadata(),
             custom_metadata: Default::default(),
             data: vec![7u8; data].into(),
         }],
@@ -263,14 +268,7 @@ fn a_streaming_kurrentdb_append_is_refused_as_soon_as_it_is_too_large() {
                 content: Some(ks::append_req::Content::ProposedMessage(
                     ks::append_req::ProposedMessage {
                         id: Some(uuid()),
-                        metadata: [
-                            ("type".to_owned(), "E".to_owned()),
-                            (
-                                "content-type".to_owned(),
-                                "application/octet-stream".to_owned(),
-                            ),
-                        ]
-                        .into(),
+                        metadata: binary_event_metadata(),
                         custom_metadata: Default::default(),
                         data: vec![1u8; 64 * 1024].into(),
                     },

@@ -16,14 +16,19 @@ use strata_engine::{
 };
 use tempfile::{tempdir, TempDir};
 
-fn last_segment(dir: &TempDir) -> PathBuf {
+/// The segment files of a store, in order.
+fn segments(dir: &TempDir) -> Vec<PathBuf> {
     let mut names: Vec<_> = std::fs::read_dir(dir.path().join("log"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     names.sort();
-    names.pop().unwrap()
+    names
+}
+
+fn last_segment(dir: &TempDir) -> PathBuf {
+    segments(dir).pop().unwrap()
 }
 
 fn all(e: &Engine) -> Vec<RecordedEvent> {
@@ -391,12 +396,7 @@ fn populate_segments(dir: &TempDir) -> Vec<PathBuf> {
         }
     });
     drop(e);
-    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    names.sort();
+    let names = segments(dir);
     assert!(names.len() >= 3, "{names:?}");
     names
 }
