@@ -562,3 +562,81 @@ fn messages_of_a_consumer_that_leaves_are_redelivered_in_event_order() {
         assert_eq!(revisions, (0..20).collect::<Vec<u64>>());
     });
 }
+
+#[test]
+fn hostile_regex_filters_fail_fast_and_their_groups_stay_deletable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    let evil = r"(a*)*\1b";
+    rt().block_on(async {
+        let c = server.client().await;
+        let name = "a".repeat(120);
+        for _ in 0..20 {
+            let events = (0..100)
+                .map(|i| EventData::json("E", &i).unwrap())
+                .collect();
+            c.append(&name, Exp::Any, events).await.unwrap();
+        }
+        // A read: an error naming the pattern's budget, in moments, not minutes.
+        let started = Instant::now();
+        let read = async {
+            let s = c
+                .read_all(ReadOptions {
+                    filter: Some(strata_client::Filter::stream_regex(evil)),
+                    ..Default::default()
+                })
+                .await?;
+            s.try_collect::<Vec<_>>().await
+        }
+        .await;
+        let err = read.expect_err("the filter must be refused");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        assert!(format!("{err:?}").contains("backtracking"), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // An oversized pattern is refused before it is compiled.
+        let err = match c
+            .read_all(ReadOptions {
+                filter: Some(strata_client::Filter::stream_regex("a".repeat(1 << 20))),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(format!("{err:?}").contains("over the limit"), "{err:?}");
+
+        // A consumer group with that filter neither burns a core nor resists deletion.
+        let settings = GroupSettings {
+            start_from: Some(GroupStart::Start),
+            filter: Some(strata_client::Filter::stream_regex(evil)),
+            ..Default::default()
+        };
+        c.create_group("$all", "evil", settings).await.unwrap();
+        let before = server_cpu(&server);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let used = server_cpu(&server) - before;
+        assert!(used < 100, "{used} ticks of CPU in 2 s");
+        let started = Instant::now();
+        c.delete_group("$all", "evil").await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The KurrentDB clients' default filter still works.
+        let s = c
+            .read_all(ReadOptions {
+                filter: Some(strata_client::Filter::event_type_regex(r"^(?!\$).*")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.try_collect::<Vec<_>>().await.unwrap().len(), 2000);
+    });
+}
+
+fn server_cpu(server: &Server) -> u64 {
+    cpu_ticks(server.pid())
+}

@@ -191,7 +191,7 @@ impl Shared {
                         ),
                     })?;
                     match (stream_of(p, &h), type_of(p, &h)) {
-                        (Ok(s), Ok(t)) => f.matches(s, t),
+                        (Ok(s), Ok(t)) => f.matches(s, t)?,
                         _ => false,
                     }
                 }

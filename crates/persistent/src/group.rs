@@ -156,7 +156,10 @@ fn correlation_key(event: &RecordedEvent) -> String {
         .and_then(|m| m.get("$correlationId")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| event.stream.clone())
 }
+
 const TICK: Duration = Duration::from_millis(100);
+/// How often a read failure that keeps recurring is logged again.
+const READ_ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Storage reads per turn of the loop, so commands are served during a long catch-up.
 const READS_PER_TURN: usize = 8;
 /// Delay before retrying a park whose write failed.
@@ -213,6 +216,8 @@ pub(crate) struct Group {
     next_read: u64,
     at_end: bool,
     read_failed: bool,
+    /// When a failed read was last logged.
+    read_error_logged: Option<Instant>,
     stream_deleted: bool,
     written_checkpoint: Option<u64>,
     settled_since_checkpoint: u64,
@@ -275,6 +280,7 @@ impl Group {
             next_read: checkpoint.unwrap_or(start),
             at_end: false,
             read_failed: false,
+            read_error_logged: None,
             stream_deleted: false,
             written_checkpoint: checkpoint,
             settled_since_checkpoint: 0,
@@ -295,8 +301,16 @@ impl Group {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Err(e) = self.fill(&mut end_rx) {
-                tracing::error!(target_stream = %self.target, group = %self.name, error = %e,
-                    "persistent subscription read failed; retrying");
+                // Retried every tick; logged once, then at most every 30 s.
+                let now = Instant::now();
+                if self
+                    .read_error_logged
+                    .is_none_or(|t| now.duration_since(t) >= READ_ERROR_LOG_EVERY)
+                {
+                    tracing::error!(target_stream = %self.target, group = %self.name, error = %e,
+                        "persistent subscription read failed; retrying every {} ms", TICK.as_millis());
+                    self.read_error_logged = Some(now);
+                }
                 self.at_end = true;
                 self.read_failed = true;
             }
