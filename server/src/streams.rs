@@ -107,6 +107,11 @@ enum Cursor {
     },
 }
 
+/// Bytes of events in one read page (and so in one `ReadResponse`), at most: with names and
+/// framing a page stays under the 4 MiB message limit of default gRPC clients unless a single
+/// event is larger.
+const READ_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
 struct Page {
     events: Vec<v1::RecordedEvent>,
     next: Option<Cursor>,
@@ -120,7 +125,7 @@ fn read_page(
 ) -> Result<Page, strata_engine::Error> {
     match cursor {
         Cursor::Stream { name, from } => {
-            let slice = engine.read_stream(&name, from, direction, max)?;
+            let slice = engine.read_stream_budget(&name, from, direction, max, READ_PAGE_BYTES)?;
             let next = slice.next_revision.map(|r| Cursor::Stream {
                 name,
                 from: StreamFrom::Revision(r),
@@ -131,12 +136,13 @@ fn read_page(
             })
         }
         Cursor::All { from, filter } => {
-            let slice = engine.read_all_scan(
+            let slice = engine.read_all_budget(
                 from,
                 direction,
                 max,
                 filter.as_ref(),
                 max.saturating_mul(32),
+                READ_PAGE_BYTES,
             )?;
             let next = (!slice.is_end).then(|| Cursor::All {
                 from: AllFrom::Position(slice.next_position),

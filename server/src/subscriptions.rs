@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use strata_engine::{AllFrom, Direction, Engine, Error, EventFilter, StreamFrom};
 use strata_proto::v1::{
     self, subscribe_request::From as SubFrom, subscribe_response::Message,
     subscriptions_server::Subscriptions,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -24,8 +25,13 @@ use crate::status::{from_engine, invalid, shutting_down};
 
 /// Events read per storage read.
 const PAGE: usize = 500;
+/// Bytes of events read per storage read, at most (at least one event).
+const PAGE_BYTES: usize = 1024 * 1024;
 /// Messages buffered per subscriber before its reader waits.
 const CHANNEL: usize = 256;
+/// Bytes of messages buffered per subscriber before its reader waits (a single larger message
+/// still goes, alone).
+const BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Records examined between checkpoints of a filtered `$all` subscription, by default.
 const DEFAULT_CHECKPOINT_INTERVAL: u32 = 1000;
 
@@ -40,7 +46,48 @@ impl SubscriptionsService {
     }
 }
 
-type Tx = mpsc::Sender<Result<v1::SubscribeResponse, Status>>;
+type Item = (
+    Result<v1::SubscribeResponse, Status>,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// The way to one subscriber: at most [`CHANNEL`] messages and [`BUFFER_BYTES`] bytes wait to
+/// be sent; each message holds its bytes' permits until the transport takes it.
+#[derive(Clone)]
+struct Tx {
+    inner: mpsc::Sender<Item>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Tx {
+    fn channel() -> (Tx, mpsc::Receiver<Item>) {
+        let (inner, rx) = mpsc::channel(CHANNEL);
+        let bytes = Arc::new(Semaphore::new(BUFFER_BYTES));
+        (Tx { inner, bytes }, rx)
+    }
+
+    async fn send(&self, r: Result<v1::SubscribeResponse, Status>) -> Result<(), ()> {
+        let cost = r
+            .as_ref()
+            .map_or(0, prost::Message::encoded_len)
+            .min(BUFFER_BYTES) as u32;
+        let permit = match cost {
+            0 => None,
+            n => Some(
+                self.bytes
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .map_err(|_| ())?,
+            ),
+        };
+        self.inner.send((r, permit)).await.map_err(|_| ())
+    }
+
+    async fn closed(&self) {
+        self.inner.closed().await
+    }
+}
 
 fn msg(m: Message) -> Result<v1::SubscribeResponse, Status> {
     Ok(v1::SubscribeResponse { message: Some(m) })
@@ -109,7 +156,13 @@ async fn run(
             Target::Stream { name, next } => {
                 let (e, n, from) = (engine.clone(), name.clone(), *next);
                 let page = read(small, move || {
-                    match e.read_stream(&n, StreamFrom::Revision(from), Direction::Forwards, PAGE) {
+                    match e.read_stream_budget(
+                        &n,
+                        StreamFrom::Revision(from),
+                        Direction::Forwards,
+                        PAGE,
+                        PAGE_BYTES,
+                    ) {
                         Err(Error::StreamNotFound { .. }) => Ok(None),
                         other => other.map(Some),
                     }
@@ -143,12 +196,13 @@ async fn run(
                     PAGE
                 };
                 let slice = read(small, move || {
-                    e.read_all_scan(
+                    e.read_all_budget(
                         AllFrom::Position(from),
                         Direction::Forwards,
                         PAGE,
                         f.as_ref(),
                         scan,
+                        PAGE_BYTES,
                     )
                 })
                 .await?;
@@ -204,7 +258,9 @@ async fn run(
 
 #[tonic::async_trait]
 impl Subscriptions for SubscriptionsService {
-    type SubscribeStream = ReceiverStream<Result<v1::SubscribeResponse, Status>>;
+    type SubscribeStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>,
+    >;
 
     async fn subscribe(
         &self,
@@ -304,7 +360,7 @@ impl Subscriptions for SubscriptionsService {
                 next,
             }
         };
-        let (tx, rx) = mpsc::channel(CHANNEL);
+        let (tx, rx) = Tx::channel();
         let id = Uuid::new_v4().to_string();
         // Counted before the confirmation, so a client that has it sees itself in the metrics.
         let guard = crate::metrics::get().subscription(match &target {
@@ -328,6 +384,8 @@ impl Subscriptions for SubscriptionsService {
             }
             tracing::debug!(subscription = %id, "subscription ended");
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|(message, _permit)| message),
+        )))
     }
 }

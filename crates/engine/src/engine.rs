@@ -416,7 +416,8 @@ impl Engine {
         max: usize,
     ) -> Result<StreamSlice> {
         validate_stream_name(stream)?;
-        self.shared.read_stream(stream, from, direction, max, false)
+        self.shared
+            .read_stream(stream, from, direction, max, false, usize::MAX)
     }
 
     /// [`Engine::read_stream`] that ignores the stream's retention metadata (`$tb`,
@@ -430,7 +431,8 @@ impl Engine {
         max: usize,
     ) -> Result<StreamSlice> {
         validate_stream_name(stream)?;
-        self.shared.read_stream(stream, from, direction, max, true)
+        self.shared
+            .read_stream(stream, from, direction, max, true, usize::MAX)
     }
 
     /// Reads up to `max` events of the global log, examining at most `max(max, 1) * 32`
@@ -447,7 +449,39 @@ impl Engine {
         } else {
             max
         };
-        self.shared.read_all(from, direction, max, filter, max_scan)
+        self.shared
+            .read_all(from, direction, max, filter, max_scan, usize::MAX)
+    }
+
+    /// [`Engine::read_stream`] that also stops once the events returned reach `max_bytes`
+    /// (at least one event is returned; see [`crate::event_cost`]); `next_revision` then says
+    /// where to continue. For servers that must bound what one read holds in memory.
+    pub fn read_stream_budget(
+        &self,
+        stream: &str,
+        from: StreamFrom,
+        direction: Direction,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<StreamSlice> {
+        validate_stream_name(stream)?;
+        self.shared
+            .read_stream(stream, from, direction, max, false, max_bytes)
+    }
+
+    /// [`Engine::read_all_scan`] that also stops once the events returned reach `max_bytes`
+    /// (at least one event is returned); `next_position` then says where to continue.
+    pub fn read_all_budget(
+        &self,
+        from: AllFrom,
+        direction: Direction,
+        max: usize,
+        filter: Option<&EventFilter>,
+        max_scan: usize,
+        max_bytes: usize,
+    ) -> Result<AllSlice> {
+        self.shared
+            .read_all(from, direction, max, filter, max_scan.max(1), max_bytes)
     }
 
     /// Like [`Engine::read_all`] with an explicit bound on records examined.
@@ -460,7 +494,7 @@ impl Engine {
         max_scan: usize,
     ) -> Result<AllSlice> {
         self.shared
-            .read_all(from, direction, max, filter, max_scan.max(1))
+            .read_all(from, direction, max, filter, max_scan.max(1), usize::MAX)
     }
 
     /// The committed end of the log as readers see it: the position the next append will get

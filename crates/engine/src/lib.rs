@@ -38,6 +38,7 @@ pub use engine::{CommitObserver, Config, Durability, Engine, EngineStats, Verify
 pub use error::{Error, Result};
 pub use filter::{EventFilter, FilterOn};
 pub use metadata::StreamMetadata;
+pub use reader::event_cost;
 pub use recovery::RecoveryReport;
 pub use types::*;
 pub use validate::{MAX_EVENT_TYPE, MAX_STREAM_NAME};

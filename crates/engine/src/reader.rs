@@ -20,6 +20,12 @@ pub(crate) fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// What an event counts against a read's byte budget: its bodies, names and a fixed allowance
+/// for the fields around them (close to its size in a response message).
+pub fn event_cost(e: &RecordedEvent) -> usize {
+    e.data.len() + e.metadata.len() + e.stream.len() + e.event_type.len() + 100
+}
+
 fn decode(item: &Item) -> Result<RecordedEvent> {
     decode_event(&item.block, item.payload.clone(), item.position).map_err(|e| Error::Corruption {
         file: "log".into(),
@@ -56,6 +62,7 @@ impl Shared {
         direction: Direction,
         max: usize,
         raw: bool,
+        max_bytes: usize,
     ) -> Result<StreamSlice> {
         let (last, first, max_age) = self.index.with_stream(stream, |st| {
             let st = st.ok_or_else(|| Error::StreamNotFound {
@@ -118,12 +125,23 @@ impl Shared {
         }
         let oldest_ns = max_age.map(|age| now_ns().saturating_sub(age.as_nanos() as i64));
         let mut cursor = Cursor::new(&self.log, self.log.committed_end(), RANDOM_CHUNK);
-        let mut events = Vec::with_capacity(positions.len());
-        for pos in positions {
+        let mut events = Vec::with_capacity(positions.len().min(1024));
+        let (mut bytes, mut next) = (0usize, next);
+        for (i, pos) in positions.into_iter().enumerate() {
+            if bytes >= max_bytes {
+                // Cut at the byte budget: continue from the first revision not returned.
+                let i = i as u64;
+                next = Some(match direction {
+                    Direction::Forwards => lo + i,
+                    Direction::Backwards => hi - i,
+                });
+                break;
+            }
             let e = self.read_at(&mut cursor, pos)?;
             if oldest_ns.is_some_and(|oldest| e.timestamp_ns < oldest) {
                 continue;
             }
+            bytes += event_cost(&e);
             events.push(e);
         }
         Ok(StreamSlice {
@@ -143,6 +161,7 @@ impl Shared {
         max: usize,
         filter: Option<&EventFilter>,
         max_scan: usize,
+        max_bytes: usize,
     ) -> Result<AllSlice> {
         let end = self.visible_end();
         let start_of_log = self.log.segments().first().map_or(0, |s| s.base);
@@ -156,7 +175,8 @@ impl Shared {
         let mut cursor = Cursor::new(&self.log, end, SEQUENTIAL_CHUNK);
         let user_position = matches!(from, AllFrom::Position(_));
         let mut is_end = false;
-        while events.len() < max && scanned < max_scan {
+        let mut bytes = 0usize;
+        while events.len() < max && scanned < max_scan && bytes < max_bytes {
             let step = match direction {
                 Direction::Forwards if pos >= end => Step::End,
                 Direction::Forwards => cursor.at(pos)?,
@@ -197,7 +217,9 @@ impl Shared {
                 }
             };
             if keep {
-                events.push(decode(&item)?);
+                let e = decode(&item)?;
+                bytes += event_cost(&e);
+                events.push(e);
             }
             pos = match direction {
                 Direction::Forwards => item.position + frame_len,

@@ -802,3 +802,54 @@ fn append_with_reports_refused_input_at_once_and_leaves_the_log_alone() {
     });
     assert_eq!(e.log_end(), 0);
 }
+
+#[test]
+fn budgeted_reads_stop_at_the_byte_budget_and_continue_where_they_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    rt().block_on(async {
+        for i in 0..50u128 {
+            let mut ev = ev(i + 1);
+            ev.data = vec![b'x'; 10_000].into();
+            e.append("big", Exp::Any, vec![ev]).await.unwrap();
+        }
+    });
+    for direction in [Direction::Forwards, Direction::Backwards] {
+        let mut from = if direction == Direction::Forwards {
+            StreamFrom::Start
+        } else {
+            StreamFrom::End
+        };
+        let mut seen = Vec::new();
+        loop {
+            let s = e
+                .read_stream_budget("big", from, direction, 1000, 35_000)
+                .unwrap();
+            assert!((1..=4).contains(&s.events.len()), "{}", s.events.len());
+            seen.extend(s.events.iter().map(|ev| ev.revision));
+            match s.next_revision {
+                Some(n) => from = StreamFrom::Revision(n),
+                None => break,
+            }
+        }
+        let mut want: Vec<u64> = (0..50).collect();
+        if direction == Direction::Backwards {
+            want.reverse();
+        }
+        assert_eq!(seen, want, "{direction:?}");
+    }
+    let mut from = AllFrom::Start;
+    let mut seen = 0;
+    loop {
+        let s = e
+            .read_all_budget(from, Direction::Forwards, 1000, None, 1000, 35_000)
+            .unwrap();
+        assert!(s.events.len() <= 4);
+        seen += s.events.len();
+        if s.is_end {
+            break;
+        }
+        from = AllFrom::Position(s.next_position);
+    }
+    assert_eq!(seen, 50);
+}
