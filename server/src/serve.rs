@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// Time a new connection has to send the HTTP/2 preface before it is closed (e.g. 10s).
     #[arg(long, env = "STRATA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: std::time::Duration,
+    /// Most persistent subscription groups the server holds; creating one more is refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STRATA_MAX_GROUPS", default_value_t = strata_persistent::manager::DEFAULT_MAX_GROUPS)]
+    pub max_groups: usize,
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -345,6 +349,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         .max_decoding_message_size(decode_limit);
     let groups = Groups::open(engine.clone())
         .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?;
+    groups.set_max_groups(args.max_groups);
     let persistent = PersistentSubscriptionsServer::new(PersistentService::new(
         groups.clone(),
         shutdown_rx.clone(),

@@ -196,6 +196,11 @@ pub fn from_persistent(e: strata_persistent::Error) -> Status {
             }),
         ),
         P::InvalidArgument { field, reason } => invalid(field, reason),
+        P::TooManyGroups { .. } => with_detail(
+            Code::ResourceExhausted,
+            message.clone(),
+            Kind::Internal(v1::Internal { reason: message }),
+        ),
         P::ShuttingDown => shutting_down(),
         P::BadState { .. } => with_detail(
             Code::Internal,

@@ -640,3 +640,111 @@ fn hostile_regex_filters_fail_fast_and_their_groups_stay_deletable() {
 fn server_cpu(server: &Server) -> u64 {
     cpu_ticks(server.pid())
 }
+
+#[test]
+fn the_number_of_groups_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--durability", "no-sync", "--max-groups", "3"],
+    );
+    rt().block_on(async {
+        let c = server.client().await;
+        for g in ["a", "b", "c"] {
+            c.create_group("s", g, from_start()).await.unwrap();
+        }
+        let err = c.create_group("s", "d", from_start()).await.unwrap_err();
+        match err {
+            Error::Server { code, message } => {
+                assert_eq!(code, tonic::Code::ResourceExhausted);
+                assert!(message.contains("--max-groups"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Deleting one makes room.
+        c.delete_group("s", "a").await.unwrap();
+        c.create_group("s", "d", from_start()).await.unwrap();
+    });
+}
+
+#[test]
+fn a_damaged_record_does_not_hide_the_groups_from_list_groups() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // Event 5 of `data` lies behind 101,000 later events: opening does not re-read it.
+    let position = {
+        let mut config = strata_engine::Config::new(dir.path());
+        config.durability = strata_engine::Durability::NoSync;
+        let engine = strata_engine::Engine::open(config).unwrap();
+        let position = rt().block_on(async {
+            let mut position = 0;
+            for i in 0..20 {
+                let r = engine
+                    .append(
+                        "data",
+                        strata_engine::ExpectedRevision::Any,
+                        vec![strata_engine::EventData::json("E", format!("{i}"))],
+                    )
+                    .await
+                    .unwrap();
+                if i == 5 {
+                    position = r.position;
+                }
+            }
+            for batch in 0..101 {
+                let events = (0..1000)
+                    .map(|i| strata_engine::EventData::json("Bulk", format!("{i}")))
+                    .collect();
+                engine
+                    .append(
+                        &format!("bulk-{batch}"),
+                        strata_engine::ExpectedRevision::Any,
+                        events,
+                    )
+                    .await
+                    .unwrap();
+            }
+            position
+        });
+        engine.close().unwrap();
+        position
+    };
+    let mut server = Server::start(dir.path(), &["--verify-log", "off"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        c.create_group("$all", "all", from_start()).await.unwrap();
+        c.create_group("data", "one", from_start()).await.unwrap();
+    });
+    assert!(server.terminate().success());
+    // Flip a byte inside the record of event 5 (behind the index checkpoint, so opening does
+    // not look at it).
+    let seg = dir
+        .path()
+        .join("log")
+        .join(strata_engine::format::segment_file_name(0));
+    let offset = strata_engine::format::SEGMENT_HEADER_LEN + position + 20;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[b[0] ^ 0x5a]).unwrap();
+    drop(f);
+    server.restart();
+    rt().block_on(async {
+        let c = server.client().await;
+        let mut names: Vec<String> = c
+            .list_groups(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.group)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["all", "one"]);
+    });
+}

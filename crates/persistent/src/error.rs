@@ -24,6 +24,10 @@ pub enum Error {
         max: u32,
     },
 
+    /// `create` when the server already has its maximum number of groups.
+    #[error("the server already has its maximum of {max} persistent subscription groups (--max-groups); delete unused groups or raise the limit")]
+    TooManyGroups { max: usize },
+
     /// A setting or argument is invalid; `field` names it.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },

@@ -14,7 +14,9 @@ use crate::settings::{validate_group_name, Settings, SettingsPatch, StartFrom, T
 use crate::store::{self, ConfigEvent, ConfigKind};
 
 /// Records examined, at most, when counting a `$all` group's lag.
-const LAG_SCAN_LIMIT: usize = 100_000;
+const LAG_SCAN_LIMIT: usize = 10_000;
+/// Groups a server holds, at most, unless configured otherwise ([`Groups::set_max_groups`]).
+pub const DEFAULT_MAX_GROUPS: usize = 1000;
 
 struct Handle {
     settings: Settings,
@@ -33,6 +35,7 @@ struct Registry {
 pub struct Groups {
     engine: Arc<Engine>,
     registry: Mutex<Registry>,
+    max_groups: std::sync::atomic::AtomicUsize,
 }
 
 /// A connected consumer: the messages it receives, and its acks and nacks. Dropping it (or its
@@ -152,7 +155,15 @@ impl Groups {
                 config_last,
                 closed: false,
             }),
+            max_groups: DEFAULT_MAX_GROUPS.into(),
         }))
+    }
+
+    /// Sets how many groups `create` allows in all (groups already stored all load, even past
+    /// it).
+    pub fn set_max_groups(&self, max: usize) {
+        self.max_groups
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Creates a group. `StartFrom::End` is resolved now to a concrete revision or position.
@@ -171,6 +182,10 @@ impl Groups {
                 target: target.to_string(),
                 group: group.to_owned(),
             });
+        }
+        let max = self.max_groups.load(std::sync::atomic::Ordering::Relaxed);
+        if reg.groups.len() >= max {
+            return Err(Error::TooManyGroups { max });
         }
         // Parked messages of an earlier group of the same name are not this group's.
         let (start, end) = store::parked_range(&self.engine, &target, group)?;
@@ -415,7 +430,20 @@ impl Groups {
                 continue;
             }
             if let Ok(info) = rx.await {
-                out.push(self.with_lag(info).await?);
+                // A lag that cannot be counted (say, a damaged record in the way) must not
+                // hide the group, or every other group, from the list.
+                let fallback = GroupInfo {
+                    lag_is_lower_bound: true,
+                    ..info.clone()
+                };
+                match self.with_lag(info).await {
+                    Ok(info) => out.push(info),
+                    Err(e) => {
+                        tracing::warn!(target_stream = %fallback.target, group = %fallback.group,
+                            error = %e, "cannot count the group's lag; listing it without");
+                        out.push(fallback);
+                    }
+                }
             }
         }
         out.sort_by(|a, b| (a.target.name(), &a.group).cmp(&(b.target.name(), &b.group)));

@@ -1,0 +1,129 @@
+//! Filling the group's buffer from storage, and its retry queue from parked messages.
+
+use super::*;
+
+impl Group {
+    pub(super) fn replay_pending(&self) -> bool {
+        self.replay_next < self.replay_until
+            && (self.retry.len() as u32) < self.settings.live_buffer_size
+    }
+
+    /// Reads from storage into the buffer (and parked messages into the retry queue).
+    pub(super) fn fill(&mut self, end_rx: &mut watch::Receiver<u64>) -> Result<()> {
+        // Mark the current end as seen before reading: a commit after this wakes the loop.
+        end_rx.borrow_and_update();
+        let mut reads = 0;
+        while self.replay_pending() && reads < READS_PER_TURN {
+            reads += 1;
+            let room = self.settings.live_buffer_size as u64 - self.retry.len() as u64;
+            let n = room
+                .min(self.replay_until - self.replay_next)
+                .min(self.settings.read_batch_size as u64) as usize;
+            let from = self.replay_next.max(self.parked_start);
+            let parked = store::read_parked(&self.engine, &self.target, &self.name, from, n)?;
+            if parked.is_empty() {
+                self.replay_next = self.replay_until;
+                break;
+            }
+            for (rev, original) in parked {
+                self.replay_next = rev + 1;
+                if rev >= self.replay_until {
+                    self.replay_next = self.replay_until;
+                    break;
+                }
+                match original {
+                    Some(event) => {
+                        self.replaying.insert(rev);
+                        self.retry.push_back(Msg {
+                            event,
+                            seq: None,
+                            retry_count: 0,
+                            parked_rev: Some(rev),
+                            last_reason: None,
+                        });
+                    }
+                    None => tracing::warn!(target_stream = %self.target, group = %self.name,
+                        parked_revision = rev, "parked message points at an event that no longer exists; dropping it"),
+                }
+            }
+        }
+        while !self.at_end
+            && (self.buffer.len() as u32) < self.settings.live_buffer_size
+            && reads < READS_PER_TURN
+        {
+            reads += 1;
+            let room = self.settings.live_buffer_size as usize - self.buffer.len();
+            let n = room.min(self.settings.read_batch_size as usize);
+            match &self.target {
+                Target::Stream(stream) => {
+                    let slice = match self.engine.read_stream(
+                        stream,
+                        StreamFrom::Revision(self.next_read),
+                        Direction::Forwards,
+                        n,
+                    ) {
+                        Ok(s) => s,
+                        Err(EngineError::StreamNotFound { .. }) => {
+                            self.at_end = true;
+                            break;
+                        }
+                        Err(EngineError::StreamDeleted { .. }) => {
+                            self.stream_deleted = true;
+                            self.at_end = true;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    for event in slice.events {
+                        if event.revision < self.next_read {
+                            continue;
+                        }
+                        self.next_read = event.revision + 1;
+                        self.push_read(event.revision, event);
+                    }
+                    match slice.next_revision {
+                        Some(n) => self.next_read = self.next_read.max(n),
+                        None => {
+                            self.next_read = self.next_read.max(slice.last_revision + 1);
+                            self.at_end = true;
+                        }
+                    }
+                }
+                Target::All => {
+                    let slice = self.engine.read_all(
+                        AllFrom::Position(self.next_read),
+                        Direction::Forwards,
+                        n,
+                        self.filter.as_ref(),
+                    )?;
+                    for event in slice.events {
+                        // System streams (the groups' own checkpoints among them) are not
+                        // delivered to $all groups.
+                        if event.stream.starts_with('$') {
+                            continue;
+                        }
+                        self.push_read(event.position, event);
+                    }
+                    self.next_read = self.next_read.max(slice.next_position);
+                    self.at_end = slice.is_end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn push_read(&mut self, seq: u64, mut event: RecordedEvent) {
+        self.outstanding.insert(seq);
+        // The bodies point into the block they were read from (up to 1 MiB): copy them, so a
+        // buffered event holds its own bytes only, not the whole block.
+        event.data = bytes::Bytes::copy_from_slice(&event.data);
+        event.metadata = bytes::Bytes::copy_from_slice(&event.metadata);
+        self.buffer.push_back(Msg {
+            event,
+            seq: Some(seq),
+            retry_count: 0,
+            parked_rev: None,
+            last_reason: None,
+        });
+    }
+}
