@@ -748,3 +748,37 @@ fn a_damaged_record_does_not_hide_the_groups_from_list_groups() {
         assert_eq!(names, ["all", "one"]);
     });
 }
+
+#[test]
+fn unknown_enum_values_on_the_kurrentdb_api_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let mut client = ks::streams_client::StreamsClient::connect(server.url())
+            .await
+            .unwrap();
+        let request = ks::ReadReq {
+            options: Some(ks::read_req::Options {
+                stream_option: Some(ks::read_req::options::StreamOption::All(
+                    ks::read_req::options::AllOptions {
+                        all_option: Some(ks::read_req::options::all_options::AllOption::Start(
+                            kc::Empty {},
+                        )),
+                    },
+                )),
+                read_direction: 7,
+                resolve_links: false,
+                count_option: Some(ks::read_req::options::CountOption::Count(10)),
+                filter_option: None,
+                uuid_option: None,
+                control_option: None,
+            }),
+        };
+        let status = match client.read(request).await {
+            Err(s) => s,
+            Ok(r) => r.into_inner().message().await.unwrap_err(),
+        };
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("read_direction 7"), "{status:?}");
+    });
+}

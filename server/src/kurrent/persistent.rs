@@ -43,11 +43,14 @@ fn target_of(id: Option<&kc::StreamIdentifier>, all: bool) -> Result<Target, Sta
 
 fn strategy(name: &str, named: i32) -> Result<ConsumerStrategy, Status> {
     if name.is_empty() {
-        return Ok(match named {
-            1 => ConsumerStrategy::RoundRobin,
-            2 => ConsumerStrategy::Pinned,
-            _ => ConsumerStrategy::DispatchToSingle,
-        });
+        return match named {
+            0 => Ok(ConsumerStrategy::DispatchToSingle),
+            1 => Ok(ConsumerStrategy::RoundRobin),
+            2 => Ok(ConsumerStrategy::Pinned),
+            n => Err(Status::invalid_argument(format!(
+                "named_consumer_strategy {n} is not a consumer strategy (0: DispatchToSingle, 1: RoundRobin, 2: Pinned)"
+            ))),
+        };
     }
     ConsumerStrategy::parse(name).ok_or_else(|| {
         Status::invalid_argument(format!(
@@ -583,5 +586,21 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         Err(Status::unimplemented(
             "RestartSubsystem is not supported by Strata: consumer groups restart with the server",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_strategies_outside_the_enum_are_refused() {
+        assert_eq!(strategy("", 0).unwrap(), ConsumerStrategy::DispatchToSingle);
+        assert_eq!(strategy("", 1).unwrap(), ConsumerStrategy::RoundRobin);
+        assert_eq!(strategy("", 2).unwrap(), ConsumerStrategy::Pinned);
+        let err = strategy("", 9).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("named_consumer_strategy 9"));
+        assert!(strategy("Nope", 0).is_err());
     }
 }

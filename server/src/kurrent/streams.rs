@@ -305,12 +305,18 @@ impl ks::streams_server::Streams for KurrentStreams {
             o.uuid_option.as_ref().and_then(|u| u.content.as_ref()),
             Some(Content::Structured(_))
         );
-        let backwards = o.read_direction == ks::read_req::options::ReadDirection::Backwards as i32;
-        let direction = if backwards {
-            v1::Direction::Backwards
-        } else {
-            v1::Direction::Forwards
+        use ks::read_req::options::ReadDirection;
+        let direction = match ReadDirection::try_from(o.read_direction) {
+            Ok(ReadDirection::Forwards) => v1::Direction::Forwards,
+            Ok(ReadDirection::Backwards) => v1::Direction::Backwards,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "read_direction {} is not a read direction (0: forwards, 1: backwards)",
+                    o.read_direction
+                )))
+            }
         };
+        let backwards = direction == v1::Direction::Backwards;
         let subscription = matches!(o.count_option, Some(CountOption::Subscription(_)));
         let count = match o.count_option {
             Some(CountOption::Count(n)) => n,
