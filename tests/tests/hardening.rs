@@ -782,3 +782,59 @@ fn unknown_enum_values_on_the_kurrentdb_api_are_refused() {
         assert!(status.message().contains("read_direction 7"), "{status:?}");
     });
 }
+
+#[test]
+fn a_store_whose_index_cannot_be_written_opens_read_only_and_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        for i in 0..20 {
+            c.append(
+                &format!("s-{}", i % 4),
+                Exp::Any,
+                vec![EventData::json("E", &"x".repeat(3000)).unwrap()],
+            )
+            .await
+            .unwrap();
+        }
+    });
+    assert!(server.terminate().success());
+    // As on a full disk: no file may grow past the index's current size.
+    let limit = std::fs::metadata(dir.path().join("index").join("db"))
+        .unwrap()
+        .len();
+    let mut full = Server::start_with_file_limit(dir.path(), &[], limit);
+    assert!(full.logs().contains("cannot be written"), "{}", full.logs());
+    rt().block_on(async {
+        let c = Client::builder(full.url())
+            .append_retries(0)
+            .connect()
+            .await
+            .unwrap();
+        for s in 0..4 {
+            assert_eq!(read_all_of(&c, &format!("s-{s}")).await.len(), 5);
+        }
+        let err = c
+            .append("s-0", Exp::Any, vec![EventData::json("E", &1).unwrap()])
+            .await
+            .unwrap_err();
+        match err {
+            Error::Unavailable(m) => assert!(m.contains("index"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    });
+    // Repeated flush failures are not logged over and over.
+    assert!(full.logs().matches("index flush failed").count() <= 1);
+    full.terminate();
+    // With space again, the store opens writable with everything in it.
+    let server = Server::start(dir.path(), &[]);
+    rt().block_on(async {
+        let c = server.client().await;
+        let r = c
+            .append("s-0", Exp::Any, vec![EventData::json("E", &1).unwrap()])
+            .await
+            .unwrap();
+        assert_eq!(r.revision, 5);
+    });
+}

@@ -116,15 +116,41 @@ impl Engine {
             .map_err(|e| Error::io(&log_dir, e))?;
         let lock = crate::lock::lock_dirs(&config.dir, &log_dir)?;
         let durable = config.durability == Durability::Fsync;
-        let index = Index::open(&config.dir.join("index"), config.index_cache_bytes)?;
-        let recovered = recover(
-            fs,
-            &config.dir.join("log"),
-            &index,
-            durable,
-            config.idempotency_window,
-            config.accept_data_loss,
-        )?;
+        let opened =
+            Index::open(&config.dir.join("index"), config.index_cache_bytes).and_then(|index| {
+                let recovered = recover(
+                    fs.clone(),
+                    &log_dir,
+                    &index,
+                    durable,
+                    config.idempotency_window,
+                    config.accept_data_loss,
+                )?;
+                Ok((index, recovered))
+            });
+        // An index that cannot be written (a full disk, say) must not keep the data from
+        // being read: rebuild it in memory from the log and serve read-only.
+        let (index, recovered, read_only) = match opened {
+            Ok((index, recovered)) => (index, recovered, None),
+            Err(Error::Index { path, source }) => {
+                let reason = format!(
+                    "the index in {} cannot be written ({source}); serving reads from an index rebuilt in memory, writes are refused until space is freed and the server restarted",
+                    path.display()
+                );
+                tracing::error!("{reason}");
+                let index = Index::open_in_memory(config.index_cache_bytes)?;
+                let recovered = recover(
+                    fs,
+                    &log_dir,
+                    &index,
+                    durable,
+                    config.idempotency_window,
+                    true,
+                )?;
+                (index, recovered, Some(reason))
+            }
+            Err(e) => return Err(e),
+        };
         let report = recovered.report.clone();
         tracing::info!(
             dir = %config.dir.display(),
@@ -145,6 +171,9 @@ impl Engine {
             end_tx,
             counters: Counters::default(),
         });
+        if let Some(reason) = read_only {
+            shared.poison(reason);
+        }
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let writer = Writer::new(
             shared.clone(),
@@ -162,10 +191,28 @@ impl Engine {
         let interval = config.index_flush_interval;
         let flusher = std::thread::Builder::new()
             .name("strata-index-flush".into())
-            .spawn(move || loop {
+            .spawn(move || {
+              // A flush that keeps failing (a full disk) is logged once, then every 30 s.
+              let mut failing: Option<(std::time::Instant, u64)> = None;
+              loop {
                 let stop = !matches!(stop_rx.recv_timeout(interval), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
-                if let Err(e) = flush_shared.index.flush() {
-                    tracing::error!(error = %e, "index flush failed; entries stay in memory and will be retried");
+                match flush_shared.index.flush() {
+                    Ok(_) => {
+                        if let Some((_, n)) = failing.take() {
+                            tracing::info!(failures = n, "index flush works again");
+                        }
+                    }
+                    Err(e) => {
+                        let now = std::time::Instant::now();
+                        match &mut failing {
+                            Some((logged, n)) if now.duration_since(*logged) < std::time::Duration::from_secs(30) => *n += 1,
+                            _ => {
+                                let n = failing.map_or(1, |(_, n)| n + 1);
+                                tracing::error!(error = %e, failures = n, "index flush failed; entries stay in memory and will be retried (logged at most every 30 s)");
+                                failing = Some((now, n));
+                            }
+                        }
+                    }
                 }
                 let segments = flush_shared.log.segments();
                 for (i, seg) in segments.iter().enumerate() {
@@ -174,6 +221,7 @@ impl Engine {
                 if stop {
                     break;
                 }
+              }
             })
             .map_err(|e| Error::io(&config.dir, e))?;
         Ok(Engine {

@@ -94,6 +94,9 @@ struct FlushWork {
 pub struct Index {
     path: PathBuf,
     db: sled::Db,
+    /// Kept in memory only (nothing is written to sled): the fallback when the index on disk
+    /// cannot be written, e.g. on a full disk.
+    memory_only: bool,
     streams: RwLock<HashMap<Arc<str>, StreamState>>,
     /// Every event before this position is in `streams` (memory or sled).
     indexed_end: AtomicU64,
@@ -159,11 +162,35 @@ fn open_db(path: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
 impl Index {
     /// Opens (or creates) the index at `path` and loads every stream's state.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Index> {
+        let db = open_db(path, cache_bytes).map_err(|source| Error::Index {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::load(db, path, false)
+    }
+
+    /// An empty index that lives in memory and is never written anywhere (entries stay in
+    /// memory, the checkpoint stays at 0): for serving a store read-only when its index on
+    /// disk cannot be written. Costs about 8 bytes of memory per event.
+    pub fn open_in_memory(cache_bytes: u64) -> Result<Index> {
+        let path = PathBuf::from("(in-memory index)");
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| Error::Index {
+                path: path.clone(),
+                source,
+            })?;
+        Self::load(db, &path, true)
+    }
+
+    fn load(db: sled::Db, path: &Path, memory_only: bool) -> Result<Index> {
         let idx_err = |source| Error::Index {
             path: path.to_owned(),
             source,
         };
-        let db = open_db(path, cache_bytes).map_err(idx_err)?;
         let format = db
             .get(KEY_FORMAT)
             .map_err(idx_err)?
@@ -213,6 +240,7 @@ impl Index {
         Ok(Index {
             path: path.to_owned(),
             db,
+            memory_only,
             streams: RwLock::new(streams),
             indexed_end: AtomicU64::new(checkpoint),
             checkpoint: AtomicU64::new(checkpoint),
@@ -256,7 +284,7 @@ impl Index {
     /// Records (durably) that the log's newest segment starts at `base`. Called once a new
     /// segment file is durable, so the record never names a segment that was not created.
     pub fn note_newest_segment(&self, base: u64) -> Result<()> {
-        if self.newest_segment()? == Some(base) {
+        if self.memory_only || self.newest_segment()? == Some(base) {
             return Ok(());
         }
         self.db
@@ -405,6 +433,9 @@ impl Index {
     /// Writes every unflushed entry and changed state to sled in one atomic batch, with the
     /// checkpoint. Returns the number of entries written.
     pub fn flush(&self) -> Result<u64> {
+        if self.memory_only {
+            return Ok(0);
+        }
         let _one_at_a_time = self.flush_lock.lock().expect("flush lock");
         // Copy what is to be written under the lock; build the batch outside it.
         let mut work: Vec<FlushWork> = Vec::new();
@@ -502,6 +533,9 @@ impl Index {
 
     /// Makes sled durable on disk.
     pub fn sync(&self) -> Result<()> {
+        if self.memory_only {
+            return Ok(());
+        }
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
 
