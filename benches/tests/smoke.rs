@@ -73,3 +73,34 @@ fn load_generator_runs_every_part_against_a_server_it_starts() {
         assert!(out.contains(what), "no {what:?} in the report:\n{out}");
     }
 }
+
+#[test]
+fn soak_runs_its_normal_and_hostile_load_and_reports_memory() {
+    strata_tests::strata_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_soak"))
+        .current_dir(dir.path())
+        .args([
+            "--duration",
+            "1",
+            "--writers",
+            "4",
+            "--groups",
+            "10",
+            "--subscribers",
+            "5",
+            "--silent",
+            "5",
+            "--stalled-reads",
+            "2",
+        ]));
+    for what in [
+        "soak_writers",
+        "soak_hostile",
+        "unexpected=0",
+        "soak_server_rss_mib",
+        "answering_after=true",
+    ] {
+        assert!(out.contains(what), "no {what:?} in the report:\n{out}");
+    }
+}

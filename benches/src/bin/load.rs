@@ -8,13 +8,12 @@
 //! Without `--server` it starts `strata serve` (the binary next to this one) on a free port
 //! with a temporary data directory, in durable mode.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
+use strata_benches::spawn_server;
 use strata_client::{
     Client, EventData, ExpectedRevision, Filter, GroupMessage, GroupSettings, ReadOptions,
     SubscribeFrom, SubscriptionMessage,
@@ -66,62 +65,6 @@ struct Args {
     /// 500, read batch 20) instead of the tuned ones (1000, 2000, 500).
     #[arg(long)]
     group_defaults: bool,
-}
-
-/// A server this run started, and its data directory (removed when dropped, after the server).
-struct Spawned {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Spawned {
-    /// Peak resident memory of the server so far, in MiB (VmHWM).
-    fn peak_rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kib| kib / 1024)
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server() -> (String, Spawned) {
-    let bin = std::env::current_exe().unwrap().with_file_name("strata");
-    let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e} (build it with cargo build --release -p strata-server)",
-                bin.display()
-            )
-        });
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(at) = line.find("listening on ") {
-            break line[at + 13..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (format!("http://{addr}"), Spawned { child, _dir: dir })
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
