@@ -137,9 +137,18 @@ async fn main() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
-                let mut b = [0u8; 16];
+                // The server speaks first (its HTTP/2 settings); this peer never answers and
+                // waits for the server to close the connection.
+                let closed = async {
+                    let mut b = [0u8; 256];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                };
                 tokio::select! {
-                    _ = s.read(&mut b) => { hostile.silent_reopened.fetch_add(1, Ordering::Relaxed); }
+                    _ = closed => { hostile.silent_reopened.fetch_add(1, Ordering::Relaxed); }
                     _ = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(100)).await } } => {}
                 }
             }
