@@ -32,9 +32,15 @@ pub fn payload_for(stream: &str, id: Uuid) -> String {
 /// `CARGO_BIN_EXE_strata` (the binary belongs to another package), so this runs
 /// `cargo build -p strata-server --bin strata` into the same target directory; when the binary
 /// is up to date that is a quick no-op.
+///
+/// `STRATA_BIN` names another binary to test instead (e.g. an older build, to see a regression
+/// test fail against the code it guards).
 pub fn strata_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("STRATA_BIN") {
+            return PathBuf::from(bin);
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
         let profile_dir = exe
@@ -288,11 +294,20 @@ impl Server {
 
     /// Resident memory of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// The most resident memory the server process has had so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM")
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
@@ -339,17 +354,39 @@ impl Server {
     /// Runs `strata serve` on `dir` expecting it to refuse to start; returns its exit code and
     /// stderr.
     pub fn refused(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
-        let out = Command::new(strata_bin())
+        let mut child = Command::new(strata_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run strata serve");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut stderr = child.stderr.take().expect("stderr");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        // A server that starts instead of refusing is stopped, and reported as such.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut log = reader.join().unwrap_or_default();
+        if code.is_none() {
+            log.push_str("\n(still running after 30 s: it did not refuse; killed)");
+        }
+        (code, log)
     }
 
     /// Starts the server again on the same data directory, address and options.

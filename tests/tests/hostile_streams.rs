@@ -263,7 +263,8 @@ fn a_streaming_kurrentdb_append_is_refused_as_soon_as_it_is_too_large() {
                 ),
             })),
         })];
-        for _ in 0..64 {
+        // 100 MiB in 64 KiB events: the server must refuse after the first MiB, not buffer it all.
+        for _ in 0..1600 {
             requests.push(raw(&ks::AppendReq {
                 content: Some(ks::append_req::Content::ProposedMessage(
                     ks::append_req::ProposedMessage {
@@ -275,6 +276,7 @@ fn a_streaming_kurrentdb_append_is_refused_as_soon_as_it_is_too_large() {
                 )),
             }));
         }
+        let rss_before = server.rss_kib();
         let started = Instant::now();
         let (_, status) = raw_call::<ks::AppendResp>(
             &server.url(),
@@ -288,5 +290,7 @@ fn a_streaming_kurrentdb_append_is_refused_as_soon_as_it_is_too_large() {
             "{status:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(30));
+        let grown_mib = server.peak_rss_kib().saturating_sub(rss_before) / 1024;
+        assert!(grown_mib < 50, "peak RSS grew by {grown_mib} MiB");
     });
 }
