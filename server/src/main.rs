@@ -1,5 +1,6 @@
 //! `strata`: the Strata event store daemon (`strata serve`) and its command-line client.
 
+mod budget;
 mod cli;
 mod convert;
 mod grpc_errors;

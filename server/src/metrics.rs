@@ -72,6 +72,7 @@ pub struct Metrics {
     persistent_lag: Family<GroupLabel, Gauge>,
     log_bytes: Gauge,
     log_segments: Gauge,
+    memory_budget_held: Gauge,
     streams: Gauge,
     index_reindexed: Gauge,
     errors: Family<CodeLabel, Counter>,
@@ -117,6 +118,7 @@ impl Metrics {
             persistent_lag: Family::default(),
             log_bytes: Gauge::default(),
             log_segments: Gauge::default(),
+            memory_budget_held: Gauge::default(),
             streams: Gauge::default(),
             index_reindexed: Gauge::default(),
             errors: Family::default(),
@@ -206,6 +208,11 @@ impl Metrics {
                 m.log_segments.clone(),
             );
             r.register(
+                "strata_memory_budget_held_bytes",
+                "Bytes of the memory budget (--memory-budget) held by data waiting on clients",
+                m.memory_budget_held.clone(),
+            );
+            r.register(
                 "strata_streams",
                 "Streams with a state in the index (including metadata and system streams)",
                 m.streams.clone(),
@@ -257,6 +264,9 @@ impl Metrics {
         let stats = engine.stats();
         self.log_bytes.set(stats.log_bytes as i64);
         self.log_segments.set(stats.segment_count as i64);
+        let budget = crate::budget::get();
+        self.memory_budget_held
+            .set((budget.total() - budget.available()) as i64);
         self.streams.set(stats.stream_count as i64);
         self.index_reindexed
             .set(engine.recovery_report().reindexed_events as i64);

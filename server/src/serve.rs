@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// with RESOURCE_EXHAUSTED.
     #[arg(long, env = "STRATA_MAX_GROUPS", default_value_t = strata_persistent::manager::DEFAULT_MAX_GROUPS)]
     pub max_groups: usize,
+    /// Memory that all clients together may make the server hold while it waits on them
+    /// (read pages and subscription messages not yet taken, appends not yet answered), e.g.
+    /// 1GiB. Past it, appends and subscriptions wait and reads wait up to 10 s, then fail with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STRATA_MEMORY_BUDGET", default_value = "1GiB", value_parser = parse_size)]
+    pub memory_budget: u64,
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -229,6 +235,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         handshake_timeout: args.handshake_timeout,
     };
     let decode_limit = args.max_append_size as usize + 1024 * 1024;
+    crate::budget::init(args.memory_budget.min(usize::MAX as u64) as usize);
 
     // The port serves from now on: health answers NOT_SERVING and every other call is told
     // the store is recovering, until the full services are installed on the same server.

@@ -20,6 +20,8 @@ use crate::status::{from_engine, invalid, shutting_down};
 /// Appends of one session in flight at once; the server stops reading the session's requests
 /// until results free a slot.
 const SESSION_WINDOW: usize = 1024;
+/// How long a read or unary append waits for the memory budget before giving up.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Events per `ReadResponse` unless the request says otherwise.
 const DEFAULT_READ_BATCH: u32 = 500;
 const MAX_READ_BATCH: u32 = 10_000;
@@ -39,6 +41,11 @@ impl StreamsService {
 
 /// One unary append, answered once it is durable.
 async fn append_one(engine: &Engine, r: v1::AppendRequest) -> Result<v1::AppendResponse, Status> {
+    let budget = crate::budget::get();
+    let _held = budget
+        .reserve(prost::Message::encoded_len(&r), Some(BUDGET_WAIT))
+        .await
+        .ok_or_else(|| budget.exhausted("append"))?;
     let events = events_from_proto(r.events)?;
     engine
         .append(&r.stream, expected_from_proto(r.expected), events)
@@ -55,10 +62,11 @@ fn append_response(r: AppendResult) -> v1::AppendResponse {
     }
 }
 
-/// A response of an append session, with the window permit its request held.
+/// A response of an append session, with the window permit (and memory-budget permit) its
+/// request held.
 type SessionItem = (
     Result<v1::AppendSessionResponse, Status>,
-    Option<OwnedSemaphorePermit>,
+    Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)>,
 );
 
 /// The responses of an append session, releasing each request's window permit as it is sent.
@@ -111,6 +119,19 @@ enum Cursor {
 /// framing a page stays under the 4 MiB message limit of default gRPC clients unless a single
 /// event is larger.
 const READ_PAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes of events per `ReadResponse` (a single larger event goes alone).
+const MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A permit of no bytes, to leave in place of one that was handed on.
+fn empty_permit() -> OwnedSemaphorePermit {
+    std::sync::Arc::new(tokio::sync::Semaphore::new(0))
+        .try_acquire_many_owned(0)
+        .expect("zero permits are always available")
+}
+
+/// What a page may take of the memory budget before it is read: its byte limit, plus the
+/// last event that crosses it (up to the largest append) and the encoding around the events.
+const PAGE_RESERVE: usize = READ_PAGE_BYTES + 1024 * 1024;
 
 struct Page {
     events: Vec<v1::RecordedEvent>,
@@ -235,6 +256,12 @@ impl Streams for StreamsService {
                     }
                 };
                 let correlation_id = request.correlation_id;
+                // The request's bytes count against the memory budget until it is answered;
+                // while the budget is used up the session is not read further (back-pressure).
+                let memory = crate::budget::get()
+                    .reserve(prost::Message::encoded_len(&request), None)
+                    .await;
+                let permit = (permit, memory);
                 let answer = move |tx: &mpsc::UnboundedSender<SessionItem>, result| {
                     let _ = tx.send((Ok(session_response(correlation_id, result)), Some(permit)));
                 };
@@ -273,7 +300,7 @@ impl Streams for StreamsService {
         )))
     }
 
-    type ReadStream = ReceiverStream<Result<v1::ReadResponse, Status>>;
+    type ReadStream = Pin<Box<dyn Stream<Item = Result<v1::ReadResponse, Status>> + Send>>;
 
     async fn read(
         &self,
@@ -331,6 +358,13 @@ impl Streams for StreamsService {
         };
         // The first page is read before answering, so that "not found" and "deleted" are the
         // status of the call rather than an error in the middle of the stream.
+        // Each page's bytes are held from the memory budget from before it is read until the
+        // transport takes it: room for a whole page first, the page's own size once known.
+        let budget = crate::budget::get();
+        let first_held = budget
+            .reserve(PAGE_RESERVE, Some(BUDGET_WAIT))
+            .await
+            .ok_or_else(|| budget.exhausted("read"))?;
         let first = read_page_blocking(
             &self.engine,
             cursor,
@@ -338,29 +372,61 @@ impl Streams for StreamsService {
             batch.min(remaining) as usize,
         )
         .await?;
-        let (tx, rx) = mpsc::channel(4);
+        // Pages wait for the client with their bytes held from the memory budget.
+        let (tx, rx) = mpsc::channel::<(
+            Result<v1::ReadResponse, Status>,
+            Option<OwnedSemaphorePermit>,
+        )>(8);
         let engine = self.engine.clone();
+        let budget = crate::budget::get();
         tokio::spawn(async move {
-            let mut page = first;
+            let (mut page, mut held) = (first, first_held);
             loop {
                 // A filtered read may scan far without sending: stop when the client has left.
                 if tx.is_closed() {
                     return;
                 }
                 remaining = remaining.saturating_sub(page.events.len() as u64);
-                if !page.events.is_empty()
-                    && tx
-                        .send(Ok(v1::ReadResponse {
-                            events: page.events,
-                        }))
+                // The page goes out in messages of about MESSAGE_BYTES (whole events), each
+                // with its share of the page's budget, so that the transport, which holds a
+                // message until the client takes it, holds little outside the budget.
+                let mut events = page.events.into_iter().peekable();
+                while events.peek().is_some() {
+                    let mut message = Vec::new();
+                    let mut size = 0;
+                    while let Some(e) = events.next_if(|e| {
+                        message.is_empty() || size + prost::Message::encoded_len(e) <= MESSAGE_BYTES
+                    }) {
+                        size += prost::Message::encoded_len(&e) + 4;
+                        message.push(e);
+                    }
+                    let share = if events.peek().is_some() {
+                        held.split(size.min(held.num_permits()))
+                    } else {
+                        Some(std::mem::replace(&mut held, empty_permit()))
+                    };
+                    if tx
+                        .send((Ok(v1::ReadResponse { events: message }), share))
                         .await
                         .is_err()
-                {
-                    return;
+                    {
+                        return;
+                    }
                 }
+                drop(held);
                 let Some(next) = page.next.filter(|_| remaining > 0) else {
                     return;
                 };
+                // A client that leaves while this waits gives up its place at once.
+                let reserved = tokio::select! {
+                    r = budget.reserve(PAGE_RESERVE, Some(BUDGET_WAIT)) => r,
+                    _ = tx.closed() => return,
+                };
+                let Some(next_held) = reserved else {
+                    let _ = tx.send((Err(budget.exhausted("read")), None)).await;
+                    return;
+                };
+                held = next_held;
                 page = match read_page_blocking(
                     &engine,
                     next,
@@ -371,13 +437,15 @@ impl Streams for StreamsService {
                 {
                     Ok(p) => p,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send((Err(status), None)).await;
                         return;
                     }
                 };
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|(response, _held)| response),
+        )))
     }
 
     async fn delete(

@@ -48,7 +48,7 @@ impl SubscriptionsService {
 
 type Item = (
     Result<v1::SubscribeResponse, Status>,
-    Option<OwnedSemaphorePermit>,
+    Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)>,
 );
 
 /// The way to one subscriber: at most [`CHANNEL`] messages and [`BUFFER_BYTES`] bytes wait to
@@ -73,13 +73,18 @@ impl Tx {
             .min(BUFFER_BYTES) as u32;
         let permit = match cost {
             0 => None,
-            n => Some(
-                self.bytes
+            n => {
+                let mine = self
+                    .bytes
                     .clone()
                     .acquire_many_owned(n)
                     .await
-                    .map_err(|_| ())?,
-            ),
+                    .map_err(|_| ())?;
+                // And from what all clients together may hold: a lagging subscriber waits
+                // (it is behind anyway) rather than fail.
+                let shared = crate::budget::get().reserve(n as usize, None).await;
+                Some((mine, shared))
+            }
         };
         self.inner.send((r, permit)).await.map_err(|_| ())
     }

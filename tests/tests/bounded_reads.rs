@@ -12,11 +12,14 @@ const EVENTS: usize = 200;
 const EVENT_BYTES: usize = 1_000_000;
 
 fn big_store() -> (tempfile::TempDir, Server) {
+    big_store_with(&[])
+}
+
+fn big_store_with(extra: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &["--durability", "no-sync", "--max-append-size", "2MiB"],
-    );
+    let mut args = vec!["--durability", "no-sync", "--max-append-size", "2MiB"];
+    args.extend_from_slice(extra);
+    let server = Server::start(dir.path(), &args);
     rt().block_on(async {
         let c = server.client().await;
         for _ in 0..EVENTS {
@@ -99,5 +102,72 @@ fn a_subscriber_that_stops_reading_holds_a_bounded_buffer() {
             grown_mib < 120,
             "RSS grew by {grown_mib} MiB for 5 stalled subscribers"
         );
+    });
+}
+
+#[test]
+fn all_clients_together_stay_within_the_memory_budget() {
+    let (_dir, server) = big_store_with(&["--memory-budget", "16MiB"]);
+    let url = server.url();
+    rt().block_on(async {
+        let rss_before = server.rss_kib();
+        // Twenty readers that take one message and stop: alone, each could hold five 2 MiB
+        // pages; together they may hold 16 MiB of queued pages.
+        // Readers that take one message and stop: their pages wait in the server, holding
+        // the budget.
+        let starts = (0..20).map(|_| {
+            let url = url.clone();
+            async move {
+                let mut client = StreamsClient::connect(url).await.unwrap();
+                let mut s = client.read(read_request("big")).await.unwrap().into_inner();
+                s.message().await.unwrap().unwrap();
+                (client, s)
+            }
+        });
+        let stalled = futures::future::join_all(starts).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let grown_mib = server.peak_rss_kib().saturating_sub(rss_before) / 1024;
+        // 16 MiB of pages waiting in the server, plus what the transport holds: about one
+        // message per stream. Without the budget: several 2 MiB pages each.
+        assert!(grown_mib < 100, "peak RSS grew by {grown_mib} MiB");
+        // A new read waits for the budget, then is told why it cannot go on.
+        let mut client = StreamsClient::connect(url.clone()).await.unwrap();
+        let outcome = async {
+            let mut s = client.read(read_request("big")).await?.into_inner();
+            while s.message().await?.is_some() {}
+            Ok::<(), tonic::Status>(())
+        }
+        .await;
+        let status = outcome.expect_err("the budget is held by the stalled readers");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("--memory-budget"), "{status:?}");
+        // Once they are gone, reads go through again.
+        drop(stalled);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let read = async {
+                let mut total = 0;
+                let mut s = client.read(read_request("big")).await?.into_inner();
+                while let Some(page) = s.message().await? {
+                    total += page.events.len();
+                }
+                Ok::<usize, tonic::Status>(total)
+            }
+            .await;
+            match read {
+                Ok(total) => {
+                    assert_eq!(total, EVENTS);
+                    break;
+                }
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the budget was never returned"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(s) => panic!("{s:?}"),
+            }
+        }
     });
 }
