@@ -141,6 +141,28 @@ pub fn python_venv(name: &str, requirement: &str, module: &str) -> PathBuf {
     py
 }
 
+/// Settings of a consumer group that starts at the beginning of its source.
+pub fn group_from_start() -> strata_client::GroupSettings {
+    strata_client::GroupSettings {
+        start_from: Some(strata_client::GroupStart::Start),
+        ..Default::default()
+    }
+}
+
+/// Every event of a stream, read through the Strata API (panics on errors).
+pub async fn read_events(
+    c: &strata_client::Client,
+    stream: &str,
+) -> Vec<strata_client::RecordedEvent> {
+    use futures::TryStreamExt;
+    c.read_stream(stream, strata_client::ReadOptions::default())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// A running `strata serve` process.
 pub struct Server {
     child: Option<Child>,
@@ -290,6 +312,14 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// CPU time (user + system) the server process has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
     /// Resident memory of the server process, in KiB.

@@ -8,16 +8,12 @@ use tokio::sync::{mpsc, watch};
 
 pub use crate::config::{CommitObserver, Config, Durability, EngineStats, VerifyReport};
 use crate::error::{Error, Result};
-use crate::filter::EventFilter;
 use crate::index::{Index, StreamState};
 use crate::metadata::{metadata_stream, StreamMetadata};
 use crate::record::framed_len;
 use crate::recovery::{recover, RecoveryReport};
 use crate::segment::Log;
-use crate::types::{
-    AllFrom, AllSlice, AppendResult, Direction, EventData, ExpectedRevision, StreamFrom,
-    StreamInfo, StreamSlice,
-};
+use crate::types::{AppendResult, EventData, ExpectedRevision, StreamInfo};
 use crate::validate::{
     prepare_events, validate_stream_name, validate_system_stream, validate_user_stream,
 };
@@ -87,7 +83,7 @@ impl Shared {
 /// An open store. Cheap to share behind an `Arc`; reads are blocking file I/O (call them from
 /// `spawn_blocking` in async code); writes are async and group-committed.
 pub struct Engine {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     flusher: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
@@ -453,96 +449,6 @@ impl Engine {
             .index
             .with_stream(&meta_name, |st| st.and_then(|s| s.last_revision));
         Ok((revision, metadata.map(|m| (*m).clone()).unwrap_or_default()))
-    }
-
-    /// Reads up to `max` events of a stream. Not-found and deleted streams are errors.
-    pub fn read_stream(
-        &self,
-        stream: &str,
-        from: StreamFrom,
-        direction: Direction,
-        max: usize,
-    ) -> Result<StreamSlice> {
-        validate_stream_name(stream)?;
-        self.shared
-            .read_stream(stream, from, direction, max, false, usize::MAX)
-    }
-
-    /// [`Engine::read_stream`] that ignores the stream's retention metadata (`$tb`,
-    /// `$maxCount`, `$maxAge`): every event ever written is returned. For servers reading their
-    /// own system streams, whose contents no client's metadata may hide from them.
-    pub fn read_stream_raw(
-        &self,
-        stream: &str,
-        from: StreamFrom,
-        direction: Direction,
-        max: usize,
-    ) -> Result<StreamSlice> {
-        validate_stream_name(stream)?;
-        self.shared
-            .read_stream(stream, from, direction, max, true, usize::MAX)
-    }
-
-    /// Reads up to `max` events of the global log, examining at most `max(max, 1) * 32`
-    /// records when filtered (see [`AllSlice::next_position`]).
-    pub fn read_all(
-        &self,
-        from: AllFrom,
-        direction: Direction,
-        max: usize,
-        filter: Option<&EventFilter>,
-    ) -> Result<AllSlice> {
-        let max_scan = if filter.is_some() {
-            max.max(1).saturating_mul(32)
-        } else {
-            max
-        };
-        self.shared
-            .read_all(from, direction, max, filter, max_scan, usize::MAX)
-    }
-
-    /// [`Engine::read_stream`] that also stops once the events returned reach `max_bytes`
-    /// (at least one event is returned; see [`crate::event_cost`]); `next_revision` then says
-    /// where to continue. For servers that must bound what one read holds in memory.
-    pub fn read_stream_budget(
-        &self,
-        stream: &str,
-        from: StreamFrom,
-        direction: Direction,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<StreamSlice> {
-        validate_stream_name(stream)?;
-        self.shared
-            .read_stream(stream, from, direction, max, false, max_bytes)
-    }
-
-    /// [`Engine::read_all_scan`] that also stops once the events returned reach `max_bytes`
-    /// (at least one event is returned); `next_position` then says where to continue.
-    pub fn read_all_budget(
-        &self,
-        from: AllFrom,
-        direction: Direction,
-        max: usize,
-        filter: Option<&EventFilter>,
-        max_scan: usize,
-        max_bytes: usize,
-    ) -> Result<AllSlice> {
-        self.shared
-            .read_all(from, direction, max, filter, max_scan.max(1), max_bytes)
-    }
-
-    /// Like [`Engine::read_all`] with an explicit bound on records examined.
-    pub fn read_all_scan(
-        &self,
-        from: AllFrom,
-        direction: Direction,
-        max: usize,
-        filter: Option<&EventFilter>,
-        max_scan: usize,
-    ) -> Result<AllSlice> {
-        self.shared
-            .read_all(from, direction, max, filter, max_scan.max(1), usize::MAX)
     }
 
     /// The committed end of the log as readers see it: the position the next append will get

@@ -6,7 +6,8 @@
 //! - `validate`: checks on names and events before a write is queued.
 //! - `lock`: the exclusive lock on the data and log directories.
 //! - `writer`: the single writer thread; expected-revision checks and group commit.
-//! - `reader`: stream reads (via the index) and `$all` reads (via the segments).
+//! - `reader`: stream reads (via the index) and `$all` reads (via the segments); `reads`: the
+//!   public read operations on [`Engine`].
 //! - `recovery`: opening a log, re-indexing after the checkpoint, cutting a torn tail.
 //! - `segment`: segment files, headers, and the buffered record cursor.
 //! - `record`: record framing (length + CRC32) and the event encoding.
@@ -25,6 +26,7 @@ pub mod io;
 mod lock;
 pub mod metadata;
 mod reader;
+mod reads;
 mod recent_ids;
 mod record;
 mod recovery;
