@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 pub struct Spawned {
     child: Child,
     _dir: tempfile::TempDir,
+    /// `host:port` of the metrics endpoint, when started with `--metrics-listen`.
+    pub metrics: Option<String>,
 }
 
 impl Spawned {
@@ -66,8 +68,12 @@ pub fn spawn_server_with(extra: &[&str]) -> (String, Spawned) {
         });
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut metrics = None;
     let addr = loop {
         let line = lines.next().expect("server exited").unwrap();
+        if let Some(at) = line.find("metrics on http://") {
+            metrics = line[at + 18..].split('/').next().map(str::to_owned);
+        }
         if let Some(at) = line.find("listening on ") {
             break line[at + 13..]
                 .split_whitespace()
@@ -77,5 +83,12 @@ pub fn spawn_server_with(extra: &[&str]) -> (String, Spawned) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (format!("http://{addr}"), Spawned { child, _dir: dir })
+    (
+        format!("http://{addr}"),
+        Spawned {
+            child,
+            _dir: dir,
+            metrics,
+        },
+    )
 }

@@ -99,6 +99,7 @@ fn soak_runs_its_normal_and_hostile_load_and_reports_memory() {
         "soak_hostile",
         "unexpected=0",
         "soak_server_rss_mib",
+        "soak_operator list_groups=10 groups",
         "answering_after=true",
     ] {
         assert!(out.contains(what), "no {what:?} in the report:\n{out}");

@@ -282,23 +282,31 @@ impl Metrics {
             .map(|s| (s.stream.clone(), s.position.load(Ordering::Relaxed)))
             .collect();
         let mut max = 0;
+        // For `$all` the subscriber furthest behind has the largest lag: one scan, from it.
+        let mut oldest_all: Option<u64> = None;
         for (stream, pos) in subs {
-            let lag = match stream {
-                Some(s) => engine
-                    .read_stream(&s, StreamFrom::End, Direction::Backwards, 1)
-                    .map(|slice| (slice.last_revision + 1).saturating_sub(pos))
-                    .unwrap_or(0),
-                None => engine
-                    .read_all_scan(
-                        AllFrom::Position(pos),
-                        Direction::Forwards,
-                        LAG_SCAN_LIMIT,
-                        None,
-                        LAG_SCAN_LIMIT,
-                    )
-                    .map(|slice| slice.records_scanned as u64)
-                    .unwrap_or(0),
-            };
+            match stream {
+                Some(s) => {
+                    let lag = engine
+                        .read_stream(&s, StreamFrom::End, Direction::Backwards, 1)
+                        .map(|slice| (slice.last_revision + 1).saturating_sub(pos))
+                        .unwrap_or(0);
+                    max = max.max(lag);
+                }
+                None => oldest_all = Some(oldest_all.map_or(pos, |o| o.min(pos))),
+            }
+        }
+        if let Some(pos) = oldest_all {
+            let lag = engine
+                .read_all_scan(
+                    AllFrom::Position(pos),
+                    Direction::Forwards,
+                    LAG_SCAN_LIMIT,
+                    None,
+                    LAG_SCAN_LIMIT,
+                )
+                .map(|slice| slice.records_scanned as u64)
+                .unwrap_or(0);
             max = max.max(lag);
         }
         max

@@ -60,6 +60,21 @@ struct Hostile {
     unexpected: AtomicU64,
 }
 
+/// One `GET /metrics`; the size of the answer.
+fn scrape(addr: &str) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out.len()
+}
+
 async fn connect(url: &str) -> Client {
     Client::connect(url.to_owned()).await.expect("connect")
 }
@@ -68,7 +83,12 @@ async fn connect(url: &str) -> Client {
 async fn main() {
     let args = Args::parse();
     let max_groups = args.groups.max(1).to_string();
-    let (url, mut server) = spawn_server_with(&["--max-groups", &max_groups]);
+    let (url, mut server) = spawn_server_with(&[
+        "--max-groups",
+        &max_groups,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
     let stop = Arc::new(AtomicBool::new(false));
     let started_rss = server.rss_mib();
 
@@ -238,6 +258,13 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // What an operator pays to look at it, under the full load.
+    let listed = Instant::now();
+    let groups_listed = admin.list_groups(None).await.map_or(0, |g| g.len());
+    let list_ms = listed.elapsed().as_millis();
+    let scraped = Instant::now();
+    let scrape_bytes = server.metrics.as_deref().map_or(0, scrape);
+    let scrape_ms = scraped.elapsed().as_millis();
     stop.store(true, Ordering::Relaxed);
     let elapsed = run_started.elapsed().as_secs_f64();
     for t in tasks {
@@ -261,6 +288,9 @@ async fn main() {
         hostile.refused_regex_reads.load(Ordering::Relaxed),
         hostile.silent_reopened.load(Ordering::Relaxed),
         hostile.unexpected.load(Ordering::Relaxed),
+    );
+    println!(
+        "soak_operator list_groups={groups_listed} groups in {list_ms} ms, metrics scrape {scrape_bytes} bytes in {scrape_ms} ms"
     );
     println!(
         "soak_server_rss_mib start={started_rss} max_sampled={max_rss} peak={} answering_after={alive}",
