@@ -427,3 +427,74 @@ fn unknown_enum_values_on_the_kurrentdb_api_are_refused() {
         assert!(status.message().contains("read_direction 7"), "{status:?}");
     });
 }
+
+#[test]
+fn a_kurrentdb_nack_with_an_unknown_action_ends_the_consumer_with_invalid_argument() {
+    use strata_kurrentdb_proto::event_store::client::persistent_subscriptions as kp;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        c.append("jobs", Exp::Any, vec![EventData::json("E", &1).unwrap()])
+            .await
+            .unwrap();
+        c.create_group("jobs", "g", from_start()).await.unwrap();
+        let mut client =
+            kp::persistent_subscriptions_client::PersistentSubscriptionsClient::connect(
+                server.url(),
+            )
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(kp::ReadReq {
+            content: Some(kp::read_req::Content::Options(kp::read_req::Options {
+                stream_option: Some(kp::read_req::options::StreamOption::StreamIdentifier(
+                    kc::StreamIdentifier {
+                        stream_name: b"jobs".to_vec().into(),
+                    },
+                )),
+                group_name: "g".into(),
+                buffer_size: 10,
+                uuid_option: None,
+            })),
+        })
+        .await
+        .unwrap();
+        let mut responses = client
+            .read(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        // Confirmation, then the event.
+        responses.message().await.unwrap().unwrap();
+        let event = responses.message().await.unwrap().unwrap();
+        let Some(kp::read_resp::Content::Event(e)) = event.content else {
+            panic!("{event:?}")
+        };
+        let id = e.event.unwrap().id.unwrap();
+        tx.send(kp::ReadReq {
+            content: Some(kp::read_req::Content::Nack(kp::read_req::Nack {
+                id: Default::default(),
+                ids: vec![id],
+                action: 9,
+                reason: "?".into(),
+            })),
+        })
+        .await
+        .unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match responses.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("ended without an error"),
+                    Err(s) => break s,
+                }
+            }
+        });
+        let status = ended
+            .await
+            .expect("the call must end with an error, not go on");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("nack action 9"), "{status:?}");
+    });
+}

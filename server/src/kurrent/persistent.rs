@@ -423,6 +423,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
             ..
         } = consumer;
         let mut shutdown = self.shutdown.clone();
+        let refuse = out.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -473,7 +474,17 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         });
         tokio::spawn(async move {
             use kp::read_req::nack::Action;
-            while let Ok(Some(req)) = input.message().await {
+            loop {
+                let req = match crate::status::next_message(&mut input).await {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break,
+                    Err(status) => {
+                        if status.code() != tonic::Code::Cancelled {
+                            let _ = refuse.send(Err(status)).await;
+                        }
+                        break;
+                    }
+                };
                 match req.content {
                     Some(Content::Ack(a)) => {
                         let ids: Vec<_> = a
@@ -495,9 +506,18 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
                             Ok(Action::Park) => NackAction::Park,
                             Ok(Action::Skip) => NackAction::Skip,
                             Ok(Action::Stop) => NackAction::Stop,
-                            _ => NackAction::Retry {
+                            Ok(Action::Retry | Action::Unknown) => NackAction::Retry {
                                 delay: Duration::ZERO,
                             },
+                            Err(_) => {
+                                let _ = refuse
+                                    .send(Err(Status::invalid_argument(format!(
+                                        "nack action {} is not an action (1: park, 2: retry, 3: skip, 4: stop)",
+                                        n.action
+                                    ))))
+                                    .await;
+                                break;
+                            }
                         };
                         control.nack(ids, action, n.reason);
                     }
