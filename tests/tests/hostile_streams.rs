@@ -240,6 +240,19 @@ fn batch_append_chunks_are_bounded_as_they_arrive() {
             .await
             .expect_err("refused");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+
+        // Unfinished batches with no events are not free: each counts its bookkeeping.
+        let requests: Vec<Raw> = (0..10_000)
+            .map(|_| {
+                let mut b = batch("empty", &uuid(), 0, false);
+                b.proposed_messages.clear();
+                raw(&b)
+            })
+            .collect();
+        let (_, status) = raw_call::<ks::BatchAppendResp>(&server.url(), BATCH_APPEND, requests)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     });
     let grown_mib = server.rss_kib().saturating_sub(rss_before) / 1024;
     assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB");

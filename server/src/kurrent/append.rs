@@ -18,6 +18,12 @@ use crate::status::{from_engine, next_message};
 
 /// Unfinished batches one `BatchAppend` call may hold, in multiples of the maximum append size.
 pub const PENDING_APPENDS: usize = 4;
+/// What an unfinished batch counts against that bound besides its events (its key, stream name
+/// and bookkeeping), so that batches with no events cannot pile up for free.
+const PENDING_OVERHEAD: usize = 1024;
+/// Correlation IDs of one call whose batches were refused for their size and whose remaining
+/// chunks are being skipped, at most.
+const MAX_REFUSED: usize = 1024;
 
 /// The encoded size the engine will count for `e` in `stream`.
 fn event_size(stream: &str, e: &EventData) -> usize {
@@ -399,7 +405,7 @@ pub fn batch_append(
             }
             let entry = match (pending.remove(&key), &m.options) {
                 (Some(p), _) => {
-                    pending_bytes -= p.size;
+                    pending_bytes -= p.size + PENDING_OVERHEAD + key.len();
                     Some(p)
                 }
                 (None, Some(o)) => match stream_name(o.stream_identifier.as_ref()) {
@@ -456,12 +462,20 @@ pub fn batch_append(
                     }))
                     .await;
                 if !m.is_final {
+                    if refused.len() >= MAX_REFUSED {
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(format!(
+                                "{MAX_REFUSED} batches of this BatchAppend call were refused for their size and never finished; the call ends"
+                            ))))
+                            .await;
+                        return;
+                    }
                     refused.insert(key);
                 }
                 continue;
             }
             if !m.is_final {
-                pending_bytes += p.size;
+                pending_bytes += p.size + PENDING_OVERHEAD + key.len();
                 if pending_bytes > max.saturating_mul(PENDING_APPENDS) {
                     let _ = tx
                         .send(Err(Status::resource_exhausted(format!(
