@@ -122,13 +122,6 @@ const READ_PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// Bytes of events per `ReadResponse` (a single larger event goes alone).
 const MESSAGE_BYTES: usize = 256 * 1024;
 
-/// A permit of no bytes, to leave in place of one that was handed on.
-fn empty_permit() -> OwnedSemaphorePermit {
-    std::sync::Arc::new(tokio::sync::Semaphore::new(0))
-        .try_acquire_many_owned(0)
-        .expect("zero permits are always available")
-}
-
 /// What a page may take of the memory budget before it is read: its byte limit, plus the
 /// last event that crosses it (up to the largest append) and the encoding around the events.
 const PAGE_RESERVE: usize = READ_PAGE_BYTES + 1024 * 1024;
@@ -380,7 +373,7 @@ impl Streams for StreamsService {
         let engine = self.engine.clone();
         let budget = crate::budget::get();
         tokio::spawn(async move {
-            let (mut page, mut held) = (first, first_held);
+            let (mut page, mut held) = (first, Some(first_held));
             loop {
                 // A filtered read may scan far without sending: stop when the client has left.
                 if tx.is_closed() {
@@ -400,10 +393,9 @@ impl Streams for StreamsService {
                         size += prost::Message::encoded_len(&e) + 4;
                         message.push(e);
                     }
-                    let share = if events.peek().is_some() {
-                        held.split(size.min(held.num_permits()))
-                    } else {
-                        Some(std::mem::replace(&mut held, empty_permit()))
+                    let share = match (&mut held, events.peek()) {
+                        (Some(h), Some(_)) => h.split(size.min(h.num_permits())),
+                        _ => held.take(),
                     };
                     if tx
                         .send((Ok(v1::ReadResponse { events: message }), share))
@@ -426,7 +418,7 @@ impl Streams for StreamsService {
                     let _ = tx.send((Err(budget.exhausted("read")), None)).await;
                     return;
                 };
-                held = next_held;
+                held = Some(next_held);
                 page = match read_page_blocking(
                     &engine,
                     next,

@@ -24,6 +24,8 @@ macro_rules! expected_of {
 
 pub mod append;
 pub mod cluster;
+#[macro_use]
+mod group_settings;
 pub mod persistent;
 pub mod status;
 pub mod streams;
