@@ -14,6 +14,7 @@ mod status;
 mod store_health;
 mod streams;
 mod subscriptions;
+mod trim;
 
 use clap::{Parser, Subcommand, ValueEnum};
 

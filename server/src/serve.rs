@@ -236,6 +236,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let decode_limit = args.max_append_size as usize + 1024 * 1024;
     crate::budget::init(args.memory_budget.min(usize::MAX as u64) as usize);
+    crate::trim::start();
 
     // The port serves from now on: health answers NOT_SERVING and every other call is told
     // the store is recovering, until the full services are installed on the same server.

@@ -307,3 +307,79 @@ fn a_streaming_kurrentdb_append_is_refused_as_soon_as_it_is_too_large() {
         assert!(grown_mib < 50, "peak RSS grew by {grown_mib} MiB");
     });
 }
+
+/// Eight append sessions each send 100 appends of 300 KiB and never read a response, then
+/// go away. What the server buffered for them (requests, responses, the writer's batches)
+/// must be given back: the resident set returns to near where it started.
+#[test]
+fn memory_held_for_append_sessions_is_given_back_when_they_end() {
+    use strata_proto::v1::streams_client::StreamsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let rt = rt();
+    rt.block_on(async {
+        // Warm up what every server holds once it has served anything.
+        let client = server.client().await;
+        client
+            .append(
+                "warm",
+                strata_client::ExpectedRevision::Any,
+                vec![strata_client::EventData::json("e", &[0u8; 16]).unwrap()],
+            )
+            .await
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let start = server.rss_kib();
+    rt.block_on(async {
+        let mut sessions = Vec::new();
+        for s in 0..8 {
+            let url = server.url();
+            sessions.push(tokio::spawn(async move {
+                let mut grpc = StreamsClient::connect(url).await.unwrap();
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let call = tokio::spawn(async move {
+                    grpc.append_session(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await
+                });
+                for i in 0..100u64 {
+                    let request = v1::AppendSessionRequest {
+                        correlation_id: i,
+                        append: Some(v1::AppendRequest {
+                            stream: format!("mem-{s}"),
+                            expected: None,
+                            events: vec![v1::EventData {
+                                event_id: Uuid::new_v4().to_string(),
+                                event_type: "big".into(),
+                                data: vec![7u8; 300 * 1024].into(),
+                                ..Default::default()
+                            }],
+                        }),
+                    };
+                    if tx.send(request).await.is_err() {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                drop(tx);
+                call.abort();
+            }));
+        }
+        for s in sessions {
+            s.await.unwrap();
+        }
+    });
+    let peak = server.rss_kib();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = server.rss_kib();
+    while now > start + 64 * 1024 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        now = server.rss_kib();
+    }
+    eprintln!("rss: start {start} KiB, after the sessions {peak} KiB, settled {now} KiB");
+    assert!(
+        now <= start + 64 * 1024,
+        "the server kept {} KiB after the sessions ended (start {start} KiB, peak {peak} KiB)",
+        now - start
+    );
+}
