@@ -16,6 +16,8 @@ use tonic::Status;
 
 /// The budget when the server does not set one (unit tests of handlers).
 const DEFAULT_BYTES: usize = 1 << 30;
+/// How long a read or an append waits for the budget before it fails with RESOURCE_EXHAUSTED.
+pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct Budget {
     permits: Arc<Semaphore>,
@@ -67,6 +69,27 @@ impl Budget {
 
     pub fn total(&self) -> usize {
         self.bytes
+    }
+}
+
+/// What one request holds of the budget, growing as its bytes arrive (a client-streamed
+/// append, chunk by chunk) and given back all at once when dropped (when it is answered).
+#[derive(Debug, Default)]
+pub struct Held(Option<OwnedSemaphorePermit>);
+
+impl Held {
+    /// Adds `n` bytes, waiting up to [`WAIT`] for other clients to give some back.
+    pub async fn add(&mut self, n: usize, what: &str) -> Result<(), Status> {
+        let budget = get();
+        let more = budget
+            .reserve(n, Some(WAIT))
+            .await
+            .ok_or_else(|| budget.exhausted(what))?;
+        match &mut self.0 {
+            Some(held) => held.merge(more),
+            None => self.0 = Some(more),
+        }
+        Ok(())
     }
 }
 

@@ -73,6 +73,7 @@ pub struct Metrics {
     log_bytes: Gauge,
     log_segments: Gauge,
     memory_budget_held: Gauge,
+    group_buffer_held: Gauge,
     streams: Gauge,
     index_reindexed: Gauge,
     errors: Family<CodeLabel, Counter>,
@@ -119,6 +120,7 @@ impl Metrics {
             log_bytes: Gauge::default(),
             log_segments: Gauge::default(),
             memory_budget_held: Gauge::default(),
+            group_buffer_held: Gauge::default(),
             streams: Gauge::default(),
             index_reindexed: Gauge::default(),
             errors: Family::default(),
@@ -211,6 +213,11 @@ impl Metrics {
                 "strata_memory_budget_held_bytes",
                 "Bytes of the memory budget (--memory-budget) held by data waiting on clients",
                 m.memory_budget_held.clone(),
+            );
+            r.register(
+                "strata_group_buffer_held_bytes",
+                "Bytes held by the buffers of all consumer groups (bounded by --group-buffer-memory)",
+                m.group_buffer_held.clone(),
             );
             r.register(
                 "strata_streams",
@@ -323,6 +330,8 @@ impl Metrics {
         .await
         .unwrap_or(0);
         self.subscription_lag_max.set(lag as i64);
+        self.group_buffer_held
+            .set(groups.buffer_memory_held() as i64);
         self.persistent_in_flight.clear();
         self.persistent_parked.clear();
         self.persistent_lag.clear();

@@ -118,6 +118,11 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "STRATA_MEMORY_BUDGET", default_value = "1GiB", value_parser = parse_size)]
     pub memory_budget: u64,
+    /// Memory the buffers of all consumer groups together may hold (events read ahead of
+    /// their consumers), e.g. 256MiB. Past it, groups stop reading ahead until consumers
+    /// acknowledge; a group holding nothing still reads one event at a time.
+    #[arg(long, env = "STRATA_GROUP_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    pub group_buffer_memory: u64,
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -358,6 +363,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let groups = Groups::open(engine.clone())
         .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?;
     groups.set_max_groups(args.max_groups);
+    groups.set_buffer_memory(args.group_buffer_memory.min(usize::MAX as u64) as usize);
     let persistent = PersistentSubscriptionsServer::new(PersistentService::new(
         groups.clone(),
         shutdown_rx.clone(),

@@ -20,8 +20,7 @@ use crate::status::{from_engine, invalid, shutting_down};
 /// Appends of one session in flight at once; the server stops reading the session's requests
 /// until results free a slot.
 const SESSION_WINDOW: usize = 1024;
-/// How long a read or unary append waits for the memory budget before giving up.
-const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::budget::WAIT as BUDGET_WAIT;
 /// Events per `ReadResponse` unless the request says otherwise.
 const DEFAULT_READ_BATCH: u32 = 500;
 const MAX_READ_BATCH: u32 = 10_000;

@@ -498,3 +498,60 @@ fn a_kurrentdb_nack_with_an_unknown_action_ends_the_consumer_with_invalid_argume
         assert!(status.message().contains("nack action 9"), "{status:?}");
     });
 }
+
+/// Twenty groups on a stream of 200 events of 256 KiB, none consumed: each would buffer the
+/// whole stream (50 MiB) ahead of its consumers, 1 GiB together. The buffers of all groups
+/// share one bound (`--group-buffer-memory`), so the server holds about that bound instead.
+#[test]
+fn the_buffers_of_all_groups_together_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--group-buffer-memory", "16MiB"]);
+    rt().block_on(async {
+        let client = server.client().await;
+        for chunk in 0..100 {
+            let events = (0..2)
+                .map(|i| EventData::binary("big", vec![(chunk * 2 + i) as u8; 256 * 1024]))
+                .collect();
+            client.append("large", Exp::Any, events).await.unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let start = server.rss_kib();
+    rt().block_on(async {
+        let client = server.client().await;
+        for g in 0..20 {
+            client
+                .create_group("large", &format!("g{g}"), from_start())
+                .await
+                .unwrap();
+        }
+        // Every group has read what the bound lets it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let groups = client.list_groups(Some("large")).await.unwrap();
+            if groups.iter().all(|g| g.buffered > 0) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    let grown = server.rss_kib().saturating_sub(start);
+    assert!(
+        grown < 96 * 1024,
+        "twenty idle groups grew the server by {grown} KiB with --group-buffer-memory 16MiB"
+    );
+    // And they still deliver everything, in order, once consumed.
+    rt().block_on(async {
+        let client = server.client().await;
+        let mut consumer = client.consume_group("large", "g0", 10).await.unwrap();
+        for expected in 0..200u64 {
+            let next = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await;
+            let Ok(Some(Ok(GroupMessage::Event(m)))) = next else {
+                panic!("no event {expected} from the group: {next:?}")
+            };
+            assert_eq!(m.event.revision, expected);
+            consumer.ack(&[m.event.id]).await.unwrap();
+        }
+    });
+}

@@ -383,3 +383,76 @@ fn memory_held_for_append_sessions_is_given_back_when_they_end() {
         now - start
     );
 }
+
+/// Unfinished KurrentDB batches of many calls together: each call stays under its own bound,
+/// but together they hold the server's memory budget, and the calls that come after it is used
+/// up wait, then end with RESOURCE_EXHAUSTED naming the budget, instead of growing the server.
+#[test]
+fn unfinished_batches_of_many_calls_together_hold_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--durability",
+            "no-sync",
+            "--max-append-size",
+            "1MiB",
+            "--memory-budget",
+            "4MiB",
+        ],
+    );
+    rt().block_on(async {
+        let mut calls = Vec::new();
+        let mut senders = Vec::new();
+        for _ in 0..8 {
+            let mut client = ks::streams_client::StreamsClient::connect(server.url())
+                .await
+                .unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(batch("held", &uuid(), 900 * 1024, false))
+                .await
+                .unwrap();
+            senders.push(tx);
+            calls.push(tokio::spawn(async move {
+                let mut answers = client
+                    .batch_append(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                while answers.message().await?.is_some() {}
+                Ok::<_, tonic::Status>(())
+            }));
+        }
+        // A call waits up to 10 s for the budget.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let (mut exhausted, mut open) = (0, 0);
+        for call in calls {
+            if !call.is_finished() {
+                // Calls holding the budget stay open while their batch is unfinished.
+                open += 1;
+                continue;
+            }
+            match call.await.unwrap() {
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                    assert!(status.message().contains("--memory-budget"), "{status:?}");
+                    exhausted += 1;
+                }
+                Ok(()) => panic!("a call ended without an error"),
+            }
+        }
+        assert!(
+            exhausted >= 3 && open >= 3,
+            "{exhausted} calls refused, {open} open"
+        );
+        drop(senders);
+        // Once the calls are gone, their budget is free again.
+        let c = server.client().await;
+        c.append(
+            "after",
+            strata_client::ExpectedRevision::Any,
+            vec![strata_client::EventData::binary("e", vec![1u8; 512 * 1024])],
+        )
+        .await
+        .unwrap();
+    });
+}

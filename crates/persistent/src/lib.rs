@@ -17,11 +17,13 @@
 //! - [`settings`]: a group's settings, their defaults and validation.
 //! - `store`: reading and writing the system streams above.
 //! - `group`: the task that owns one group: reading, dispatching, acks, retries, checkpoints.
+//! - [`memory`]: the one memory bound for all groups' buffers.
 //! - [`manager`]: the registry of groups: create, update, delete, list, connect, replay.
 
 mod error;
 mod group;
 pub mod manager;
+pub mod memory;
 pub mod settings;
 mod store;
 

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::group::{Command, Delivery, Group, GroupInfo, NackAction, StopReason};
+use crate::memory::BufferMemory;
 use crate::settings::{validate_group_name, Settings, SettingsPatch, StartFrom, Target};
 use crate::store::{self, ConfigEvent, ConfigKind};
 
@@ -36,6 +37,7 @@ pub struct Groups {
     engine: Arc<Engine>,
     registry: Mutex<Registry>,
     max_groups: std::sync::atomic::AtomicUsize,
+    memory: Arc<BufferMemory>,
 }
 
 /// A connected consumer: the messages it receives, and its acks and nacks. Dropping it (or its
@@ -125,11 +127,13 @@ impl Groups {
     /// Loads every group from the config stream and starts its task. Needs a tokio runtime.
     pub fn open(engine: Arc<Engine>) -> Result<Arc<Groups>> {
         let (stored, config_last) = store::load_groups(&engine)?;
+        let memory = Arc::new(BufferMemory::default());
         let mut groups = HashMap::new();
         for g in stored {
             // One group that cannot start must not keep the server (and the others) down.
             match spawn(
                 engine.clone(),
+                memory.clone(),
                 g.target.clone(),
                 g.group.clone(),
                 g.incarnation,
@@ -156,6 +160,7 @@ impl Groups {
                 closed: false,
             }),
             max_groups: DEFAULT_MAX_GROUPS.into(),
+            memory,
         }))
     }
 
@@ -164,6 +169,16 @@ impl Groups {
     pub fn set_max_groups(&self, max: usize) {
         self.max_groups
             .store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the memory all groups' buffers together may hold (see [`crate::memory`]).
+    pub fn set_buffer_memory(&self, bytes: usize) {
+        self.memory.set_limit(bytes);
+    }
+
+    /// Bytes all groups' buffers hold now.
+    pub fn buffer_memory_held(&self) -> usize {
+        self.memory.held()
     }
 
     /// Creates a group. `StartFrom::End` is resolved now to a concrete revision or position.
@@ -203,6 +218,7 @@ impl Groups {
         reg.config_last = Some(rev);
         match spawn(
             self.engine.clone(),
+            self.memory.clone(),
             target.clone(),
             group.to_owned(),
             incarnation,
@@ -542,12 +558,13 @@ async fn stop(handle: Handle, reason: StopReason) {
 
 fn spawn(
     engine: Arc<Engine>,
+    memory: Arc<BufferMemory>,
     target: Target,
     group: String,
     incarnation: u64,
     settings: Settings,
 ) -> Result<Handle> {
-    let g = Group::load(engine, target, group, incarnation, settings.clone())?;
+    let g = Group::load(engine, memory, target, group, incarnation, settings.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(g.run(rx));
     Ok(Handle { settings, tx, task })

@@ -14,6 +14,7 @@ use tonic::{Response, Status, Streaming};
 
 use super::status::from_strata;
 use super::{proposed_event, stream_id, stream_name, to_commit};
+use crate::budget::Held;
 use crate::status::{from_engine, next_message};
 
 /// Unfinished batches one `BatchAppend` call may hold, in multiples of the maximum append size.
@@ -276,6 +277,8 @@ struct Pending {
     events: Vec<EventData>,
     /// Encoded size of `events`, as the engine counts it against `--max-append-size`.
     size: usize,
+    /// What the batch holds of the memory budget, until it is answered.
+    held: Held,
 }
 
 fn echo_expected(
@@ -318,11 +321,15 @@ pub async fn append(
     );
     let mut events = Vec::new();
     let mut size = 0usize;
+    // The events count against the memory budget as they arrive, until answered.
+    let mut held = Held::default();
     while let Some(m) = next_message(&mut input).await? {
         match m.content {
             Some(Content::ProposedMessage(p)) => {
                 let e = proposed_event(p.id.as_ref(), &p.metadata, p.custom_metadata, p.data)?;
-                size += event_size(&stream, &e);
+                let this = event_size(&stream, &e);
+                held.add(this, "append").await?;
+                size += this;
                 if size > max {
                     return Err(from_strata(from_engine(Error::AppendTooLarge {
                         stream,
@@ -340,7 +347,9 @@ pub async fn append(
         }
     }
     use ks::append_resp::{success, Result as R, Success};
-    let result = match append_events(engine, &stream, expected, events).await {
+    let appended = append_events(engine, &stream, expected, events).await;
+    drop(held);
+    let result = match appended {
         Ok(r) => R::Success(Success {
             current_revision_option: Some(match r.revision {
                 Some(rev) => success::CurrentRevisionOption::CurrentRevision(rev),
@@ -414,6 +423,7 @@ pub fn batch_append(
                         expected: o.expected_stream_position,
                         events: Vec::new(),
                         size: 0,
+                        held: Held::default(),
                     }),
                     Err(s) => {
                         let _ = tx.send(Err(s)).await;
@@ -430,6 +440,17 @@ pub fn batch_append(
                 }
             };
             let mut p = entry.expect("set above");
+            // Every batch, and then its events as they arrive, count against the memory
+            // budget until answered; while it is used up the call is not read further.
+            let arriving = PENDING_OVERHEAD
+                + m.proposed_messages
+                    .iter()
+                    .map(prost::Message::encoded_len)
+                    .sum::<usize>();
+            if let Err(status) = p.held.add(arriving, "batch append").await {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
             for msg in m.proposed_messages {
                 match proposed_event(
                     msg.id.as_ref(),
@@ -496,7 +517,9 @@ pub fn batch_append(
                     StreamPosition
                 );
                 use ks::batch_append_resp::{success, Result as R, Success};
-                let result = match append_events(&engine, &p.stream, expected, p.events).await {
+                let appended = append_events(&engine, &p.stream, expected, p.events).await;
+                drop(p.held);
+                let result = match appended {
                     Ok(r) => R::Success(Success {
                         current_revision_option: Some(match r.revision {
                             Some(rev) => success::CurrentRevisionOption::CurrentRevision(rev),

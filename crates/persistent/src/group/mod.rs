@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::memory::{BufferMemory, Charge};
 use crate::settings::{ConsumerStrategy, Settings, StartFrom, Target};
 use crate::store;
 
@@ -40,7 +41,7 @@ const READS_PER_TURN: usize = 8;
 /// Delay before retrying a park whose write failed.
 const PARK_RETRY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Msg {
     event: RecordedEvent,
     /// Revision or position in the source; `None` for a replayed parked message.
@@ -50,6 +51,8 @@ struct Msg {
     parked_rev: Option<u64>,
     /// The reason given by the last nack (used when it ends up parked).
     last_reason: Option<String>,
+    /// Its bytes, counted against the memory of all groups' buffers while it is held.
+    _charge: Charge,
 }
 
 struct InFlight {
@@ -74,6 +77,7 @@ struct ConsumerState {
 
 pub(crate) struct Group {
     engine: Arc<Engine>,
+    memory: Arc<BufferMemory>,
     target: Target,
     name: String,
     incarnation: u64,
@@ -110,6 +114,7 @@ impl Group {
     /// used when no checkpoint of this incarnation exists.
     pub(crate) fn load(
         engine: Arc<Engine>,
+        memory: Arc<BufferMemory>,
         target: Target,
         name: String,
         incarnation: u64,
@@ -138,6 +143,7 @@ impl Group {
         let filter = settings.filter.as_ref().map(|f| f.build()).transpose()?;
         Ok(Group {
             engine,
+            memory,
             target,
             name,
             incarnation,
@@ -192,7 +198,8 @@ impl Group {
             self.dispatch();
             self.maybe_checkpoint(false).await;
             let can_read = (!self.at_end
-                && (self.buffer.len() as u32) < self.settings.live_buffer_size)
+                && (self.buffer.len() as u32) < self.settings.live_buffer_size
+                && self.may_buffer(self.buffer.is_empty()))
                 || self.replay_pending();
             tokio::select! {
                 biased;

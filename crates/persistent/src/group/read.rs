@@ -6,6 +6,25 @@ impl Group {
     pub(super) fn replay_pending(&self) -> bool {
         self.replay_next < self.replay_until
             && (self.retry.len() as u32) < self.settings.live_buffer_size
+            && self.may_buffer(self.retry.is_empty())
+    }
+
+    /// Whether the shared buffer memory lets this group read more now. A group holding
+    /// nothing may always read one event (see `crate::memory`).
+    pub(super) fn may_buffer(&self, holds_nothing: bool) -> bool {
+        holds_nothing || self.memory.room() > 0
+    }
+
+    /// Bytes the next read may return (at least one event is always returned).
+    fn read_budget(&self) -> usize {
+        self.memory.room().max(1)
+    }
+
+    fn charge(&self, event: &RecordedEvent) -> Charge {
+        // The bodies, the names, and the message's own bookkeeping.
+        let overhead = 160 + event.stream.len() + event.event_type.len();
+        self.memory
+            .charge(event.data.len() + event.metadata.len() + overhead)
     }
 
     /// Reads from storage into the buffer (and parked messages into the retry queue).
@@ -34,7 +53,9 @@ impl Group {
                 match original {
                     Some(event) => {
                         self.replaying.insert(rev);
+                        let _charge = self.charge(&event);
                         self.retry.push_back(Msg {
+                            _charge,
                             event,
                             seq: None,
                             retry_count: 0,
@@ -49,6 +70,7 @@ impl Group {
         }
         while !self.at_end
             && (self.buffer.len() as u32) < self.settings.live_buffer_size
+            && self.may_buffer(self.buffer.is_empty())
             && reads < READS_PER_TURN
         {
             reads += 1;
@@ -56,11 +78,12 @@ impl Group {
             let n = room.min(self.settings.read_batch_size as usize);
             match &self.target {
                 Target::Stream(stream) => {
-                    let slice = match self.engine.read_stream(
+                    let slice = match self.engine.read_stream_budget(
                         stream,
                         StreamFrom::Revision(self.next_read),
                         Direction::Forwards,
                         n,
+                        self.read_budget(),
                     ) {
                         Ok(s) => s,
                         Err(EngineError::StreamNotFound { .. }) => {
@@ -90,11 +113,18 @@ impl Group {
                     }
                 }
                 Target::All => {
-                    let slice = self.engine.read_all(
+                    let max_scan = if self.filter.is_some() {
+                        n.saturating_mul(32)
+                    } else {
+                        n
+                    };
+                    let slice = self.engine.read_all_budget(
                         AllFrom::Position(self.next_read),
                         Direction::Forwards,
                         n,
                         self.filter.as_ref(),
+                        max_scan,
+                        self.read_budget(),
                     )?;
                     for event in slice.events {
                         // System streams (the groups' own checkpoints among them) are not
@@ -118,7 +148,9 @@ impl Group {
         // buffered event holds its own bytes only, not the whole block.
         event.data = bytes::Bytes::copy_from_slice(&event.data);
         event.metadata = bytes::Bytes::copy_from_slice(&event.metadata);
+        let _charge = self.charge(&event);
         self.buffer.push_back(Msg {
+            _charge,
             event,
             seq: Some(seq),
             retry_count: 0,
