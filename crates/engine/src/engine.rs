@@ -470,6 +470,14 @@ impl Engine {
             .with_stream(stream, |st| st.map(|st| stream_info_of(stream, st)))
     }
 
+    /// A stream's metadata as the index holds it (shared, not copied); `None` when never set.
+    /// Tombstoned streams keep theirs. For checks on every request (access control).
+    pub fn stream_metadata_shared(&self, stream: &str) -> Option<Arc<StreamMetadata>> {
+        self.shared
+            .index
+            .with_stream(stream, |st| st.and_then(|s| s.metadata.clone()))
+    }
+
     /// Every stream with a state (including `$$` metadata streams), in no particular order.
     pub fn list_streams(&self) -> Vec<StreamInfo> {
         self.shared
