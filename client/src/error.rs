@@ -42,6 +42,17 @@ pub enum Error {
         group: String,
         max: u32,
     },
+    /// The user may not do this (the stream's access list, or the operation needs `$ops` or
+    /// `$admins`).
+    #[error("access denied: {user} may not {operation}{}", if stream.is_empty() { String::new() } else { format!(" '{stream}'") })]
+    AccessDenied {
+        operation: String,
+        stream: String,
+        user: String,
+    },
+    /// No usable credentials: none given, wrong, or the account is disabled.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// The server is shutting down, read-only, or unreachable.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -120,6 +131,14 @@ impl From<Status> for Error {
                         max: m.max_consumers,
                     }
                 }
+                Some(Kind::AccessDenied(d)) => {
+                    return Error::AccessDenied {
+                        operation: d.operation,
+                        stream: d.stream,
+                        user: d.user,
+                    }
+                }
+                Some(Kind::Unauthenticated(u)) => return Error::Unauthenticated(u.reason),
                 Some(Kind::Internal(_)) | None => {}
             }
         }
@@ -128,6 +147,7 @@ impl From<Status> for Error {
         match s.code() {
             Code::Unavailable | Code::Cancelled => Error::Unavailable(s.message().to_owned()),
             Code::DeadlineExceeded => Error::DeadlineExceeded,
+            Code::Unauthenticated => Error::Unauthenticated(s.message().to_owned()),
             code => Error::Server {
                 code,
                 message: s.message().to_owned(),

@@ -17,6 +17,7 @@
 mod error;
 mod persistent;
 mod session;
+mod transport;
 mod types;
 
 use std::pin::Pin;
@@ -29,8 +30,9 @@ use strata_proto::v1::{
     streams_client::StreamsClient, subscribe_request::From as ProtoSubFrom,
     subscribe_response::Message, subscriptions_client::SubscriptionsClient,
 };
-use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
+pub use transport::Transport;
+use transport::Transport as Channel;
 
 pub use error::{Error, Result};
 pub use persistent::{
@@ -80,9 +82,45 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     append_retries: u32,
     sessions: bool,
+    security: transport::Security,
 }
 
 impl ClientBuilder {
+    /// Log in as `user` (Basic credentials, sent only over TLS). A URL may carry them too:
+    /// `https://admin:changeit@host:2113`.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.security.user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The CA certificate(s), PEM, that signed the server's certificate: needed for
+    /// `https://` URLs.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.security.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Reads [`ClientBuilder::tls_ca_pem`] from a file.
+    pub fn tls_ca_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::Connect(format!("cannot read the CA file {}: {e}", path.display()))
+        })?;
+        Ok(self.tls_ca_pem(pem))
+    }
+
+    /// A client certificate and its key (PEM), for servers that log clients in by certificate.
+    pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.security.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The name the server's certificate must carry, when it is not the URL's host.
+    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
+        self.security.domain = Some(name.into());
+        self
+    }
+
     /// Send appends over one long-lived append session (the default: many appends in flight
     /// on one HTTP/2 stream, far cheaper per append) or as one unary call each.
     pub fn append_sessions(mut self, on: bool) -> Self {
@@ -109,14 +147,7 @@ impl ClientBuilder {
     }
 
     pub async fn connect(self) -> Result<Client> {
-        let endpoint = Endpoint::from_shared(self.url.clone())
-            .map_err(|e| Error::Connect(format!("invalid URL {:?}: {e}", self.url)))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| Error::Connect(format!("{}: {e}", self.url)))?;
+        let channel = Channel::connect(&self.url, &self.security, self.connect_timeout).await?;
         let session = self
             .sessions
             .then(|| session::AppendSession::start(channel.clone()));
@@ -172,7 +203,14 @@ impl Client {
             connect_timeout: Duration::from_secs(5),
             append_retries: 5,
             sessions: true,
+            security: Default::default(),
         }
+    }
+
+    /// The connection itself (credentials included), for calls this client does not wrap,
+    /// such as gRPC health checks.
+    pub fn transport(&self) -> Transport {
+        self.channel.clone()
     }
 
     fn unary<T>(&self, msg: T) -> Request<T> {

@@ -17,13 +17,13 @@
 
 use std::time::Duration;
 
+use crate::transport::Transport as Channel;
 use strata_proto::v1::{
     self, consume_request, consume_response, group_settings::StartFrom as ProtoStart,
     persistent_subscriptions_client::PersistentSubscriptionsClient,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 use uuid::Uuid;
 

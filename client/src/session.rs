@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::transport::Transport as Channel;
 use prost::Message;
 use strata_proto::v1::{
     self, append_session_response::Result as SessionResult, streams_client::StreamsClient,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
@@ -72,10 +72,11 @@ fn session_error(e: v1::AppendError) -> Error {
 }
 
 /// A session that could not open or broke: transient, so the appends in it are retried (safe:
-/// each keeps its event IDs). Only per-append errors, which come back in-band, are final.
+/// each keeps its event IDs), unless the server refused the caller (no usable credentials, or
+/// no access), which a retry would only repeat.
 fn transport_failure(status: Status) -> Error {
     match Error::from(status) {
-        e @ Error::Unavailable(_) => e,
+        e @ (Error::Unavailable(_) | Error::Unauthenticated(_) | Error::AccessDenied { .. }) => e,
         other => Error::Unavailable(format!("the append session failed: {other}")),
     }
 }

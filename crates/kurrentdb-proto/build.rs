@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kurrentdb/persistent.proto",
         "kurrentdb/gossip.proto",
         "kurrentdb/serverfeatures.proto",
+        "kurrentdb/users.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 other error, 2 usage, 3 wrong expected revision, 4 stream not
 //! found (stream or group), 5 stream deleted, 6 server unavailable or unreachable, 7 invalid
-//! argument, 9 group already exists.
+//! argument, 9 group already exists, 10 access denied or not authenticated.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -23,6 +23,7 @@ pub const EXIT_DELETED: i32 = 5;
 pub const EXIT_UNAVAILABLE: i32 = 6;
 pub const EXIT_INVALID: i32 = 7;
 pub const EXIT_EXISTS: i32 = 9;
+pub const EXIT_DENIED: i32 = 10;
 
 #[derive(Debug, Args, Clone)]
 pub struct ClientOpts {
@@ -35,6 +36,27 @@ pub struct ClientOpts {
     /// Deadline for each call, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// User to log in as (with --password; over https:// only). The URL may carry them too:
+    /// https://admin:changeit@host:2113.
+    #[arg(long, env = "STRATA_USER")]
+    user: Option<String>,
+    /// Password of --user.
+    #[arg(
+        long,
+        env = "STRATA_PASSWORD",
+        hide_env_values = true,
+        requires = "user"
+    )]
+    password: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (needed for https://).
+    #[arg(long, env = "STRATA_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, to log in by certificate (with --client-key).
+    #[arg(long, env = "STRATA_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, env = "STRATA_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,10 +257,22 @@ fn parse_expected(s: &str) -> Result<ExpectedRevision, String> {
 }
 
 async fn connect(opts: &ClientOpts) -> Result<Client, Error> {
-    Client::builder(opts.server.clone())
-        .timeout(Some(Duration::from_secs(opts.timeout)))
-        .connect()
-        .await
+    let mut b =
+        Client::builder(opts.server.clone()).timeout(Some(Duration::from_secs(opts.timeout)));
+    if let Some(user) = &opts.user {
+        b = b.credentials(user.clone(), opts.password.clone().unwrap_or_default());
+    }
+    if let Some(ca) = &opts.tls_ca {
+        b = b.tls_ca_file(ca)?;
+    }
+    if let (Some(cert), Some(key)) = (&opts.client_cert, &opts.client_key) {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| Error::Connect(format!("cannot read {}: {e}", p.display())))
+        };
+        b = b.tls_identity_pem(read(cert)?, read(key)?);
+    }
+    b.connect().await
 }
 
 fn exit_code(e: &Error) -> i32 {
@@ -249,6 +283,7 @@ fn exit_code(e: &Error) -> i32 {
         Error::StreamDeleted { .. } => EXIT_DELETED,
         Error::Unavailable(_) | Error::Connect(_) | Error::DeadlineExceeded => EXIT_UNAVAILABLE,
         Error::InvalidArgument { .. } | Error::AppendTooLarge { .. } => EXIT_INVALID,
+        Error::AccessDenied { .. } | Error::Unauthenticated(_) => EXIT_DENIED,
         _ => 1,
     }
 }
@@ -571,12 +606,7 @@ async fn execute(cmd: ClientCommand) -> Result<i32, Failure> {
             Ok(0)
         }
         ClientCommand::Health(a) => {
-            let channel = tonic::transport::Endpoint::from_shared(a.opts.server.clone())
-                .map_err(|e| Failure::Usage(format!("invalid --server {:?}: {e}", a.opts.server)))?
-                .connect_timeout(Duration::from_secs(a.opts.timeout))
-                .connect()
-                .await
-                .map_err(|e| Failure::Client(Error::Connect(format!("{}: {e}", a.opts.server))))?;
+            let channel = connect(&a.opts).await.map_err(Failure::Client)?.transport();
             let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
             let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
                 service: String::new(),

@@ -1,5 +1,6 @@
 //! `strata`: the Strata event store daemon (`strata serve`) and its command-line client.
 
+mod auth;
 mod budget;
 mod cli;
 mod convert;
@@ -50,7 +51,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Check every record of a stopped server's log (CRC, framing, complete appends).
     /// Exit 0 when the log is intact, 8 when it is corrupt (the error names file and offset).
     Verify {
@@ -58,8 +59,18 @@ enum Command {
         #[arg(long, env = "STRATA_DATA_DIR", default_value = "./strata-data")]
         data_dir: std::path::PathBuf,
     },
+    /// Certificates for running secure.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     #[command(flatten)]
     Client(Box<cli::ClientCommand>),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Write a development CA and a node certificate (and client certificates with --user),
+    /// to try the secure mode: `strata serve --tls-cert DIR/node.pem --tls-key DIR/node.key`.
+    Dev(auth::certs::DevCertsArgs),
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -128,7 +139,7 @@ fn main() {
     let code = match cli.command {
         Command::Serve(args) => {
             init_logging(&cli.log_level, cli.log_format);
-            match runtime.block_on(serve::serve(args)) {
+            match runtime.block_on(serve::serve(*args)) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -148,6 +159,16 @@ fn main() {
             );
             verify(&data_dir)
         }
+        Command::Certs(CertsCommand::Dev(args)) => match auth::certs::dev(&args) {
+            Ok(written) => {
+                println!("{written}");
+                0
+            }
+            Err(e) => {
+                eprintln!("strata: {e}");
+                1
+            }
+        },
         Command::Client(cmd) => {
             init_logging(
                 if cli.log_level == "info" {

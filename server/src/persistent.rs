@@ -240,6 +240,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<v1::CreateGroupRequest>,
     ) -> Result<Response<v1::CreateGroupResponse>, Status> {
+        crate::auth::require_operator(&request, "manage consumer groups")?;
         let r = request.into_inner();
         let t = target(&r.stream)?;
         let settings = settings_from_proto(r.settings)?;
@@ -254,6 +255,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<v1::UpdateGroupRequest>,
     ) -> Result<Response<v1::UpdateGroupResponse>, Status> {
+        crate::auth::require_operator(&request, "manage consumer groups")?;
         let r = request.into_inner();
         let t = target(&r.stream)?;
         let patch = patch_from_proto(&r.settings.unwrap_or_default())?;
@@ -271,6 +273,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<v1::DeleteGroupRequest>,
     ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
+        crate::auth::require_operator(&request, "manage consumer groups")?;
         let r = request.into_inner();
         let t = target(&r.stream)?;
         self.groups
@@ -284,6 +287,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        crate::auth::require_operator(&request, "list consumer groups")?;
         let r = request.into_inner();
         let t = r.stream.as_deref().map(target).transpose()?;
         let groups = self
@@ -300,6 +304,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<v1::GetGroupInfoRequest>,
     ) -> Result<Response<v1::GroupInfo>, Status> {
+        crate::auth::require_operator(&request, "read consumer group information")?;
         let r = request.into_inner();
         let t = target(&r.stream)?;
         let info = self
@@ -314,6 +319,7 @@ impl PersistentSubscriptions for PersistentService {
         &self,
         request: Request<v1::ReplayParkedRequest>,
     ) -> Result<Response<v1::ReplayParkedResponse>, Status> {
+        crate::auth::require_operator(&request, "manage consumer groups")?;
         let r = request.into_inner();
         let t = target(&r.stream)?;
         let queued = self
@@ -333,6 +339,7 @@ impl PersistentSubscriptions for PersistentService {
         if *self.shutdown.borrow() {
             return Err(shutting_down());
         }
+        let who = crate::auth::access(&request);
         let mut inbound = request.into_inner();
         let open = match inbound.message().await? {
             Some(v1::ConsumeRequest {
@@ -346,6 +353,8 @@ impl PersistentSubscriptions for PersistentService {
             }
         };
         let t = target(&open.stream)?;
+        // Consuming a group takes read access to its source.
+        crate::auth::check_access(&who, strata_auth::Operation::Read, &open.stream)?;
         let name = if open.consumer_name.is_empty() {
             "consumer".to_owned()
         } else {

@@ -27,6 +27,7 @@ use strata_kurrentdb_proto::event_store::client::{
     persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer as KPersistentServer,
     server_features::server_features_server::ServerFeaturesServer as KFeaturesServer,
     streams::streams_server::StreamsServer as KStreamsServer,
+    users::users_server::UsersServer as KUsersServer,
 };
 
 /// Services reported by `grpc.health.v1` ("" is the server as a whole).
@@ -123,6 +124,8 @@ pub struct ServeArgs {
     /// acknowledge; a group holding nothing still reads one event at a time.
     #[arg(long, env = "STRATA_GROUP_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub group_buffer_memory: u64,
+    #[command(flatten)]
+    pub security: crate::auth::mode::SecurityArgs,
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -219,6 +222,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     config.index_cache_bytes = args.index_cache_size;
     config.accept_data_loss = args.accept_data_loss;
 
+    let mode = crate::auth::mode::resolve(&args.security, args.listen, args.metrics_listen.0)?;
+    let admin_password = crate::auth::mode::initial_admin_password(&args.security)?;
+    let tls = match &mode {
+        crate::auth::mode::Mode::Secure { tls, .. } => Some(tokio_rustls::TlsAcceptor::from(
+            crate::net::tls::server_config(tls, &[b"h2"])?,
+        )),
+        crate::auth::mode::Mode::Insecure => None,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -252,12 +263,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     );
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let ready = crate::net::gate::Ready::default();
+    let edge = crate::auth::layer::Edge::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = {
         let mut stop = shutdown_rx.clone();
-        let incoming = crate::net::listener::incoming(listener, limits);
+        let incoming = crate::net::listener::incoming(listener, limits, tls);
         let health_service = health_service.clone();
         let ready = ready.clone();
+        let edge = edge.clone();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()))
@@ -266,6 +279,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
                 // Every error response is counted by code here, whichever service made it.
                 .layer(crate::grpc_errors::CountErrorsLayer)
+                // Every request is authenticated before the gate hands it to a service.
+                .layer(crate::auth::layer::AuthLayer(edge))
                 .layer(crate::net::gate::GateLayer(ready))
                 .add_service(health_service)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -370,6 +385,38 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let k_persistent =
         KPersistentServer::new(KurrentPersistent::new(groups.clone(), shutdown_rx.clone()));
+    let users = match &mode {
+        crate::auth::mode::Mode::Secure {
+            default_passwords, ..
+        } => {
+            let users = Arc::new(
+                strata_auth::Users::load(engine.clone())
+                    .map_err(|e| format!("cannot load the users: {e}"))?,
+            );
+            users
+                .ensure_initial(admin_password, args.security.initial_ops_password.clone())
+                .await
+                .map_err(|e| format!("cannot create the initial users: {e}"))?;
+            for r in users.list() {
+                if r.default_password && !default_passwords {
+                    tracing::warn!(user = %r.login_name,
+                        "this user still has the default password, which is refused beyond loopback: set one with --initial-admin-password (admin) or reset it (see docs/security.md)");
+                }
+            }
+            edge.open(Some(Arc::new(strata_auth::Authenticator::new(
+                users.clone(),
+                *default_passwords,
+            ))));
+            tracing::info!("secure mode: TLS on, every call but health, gossip and server features needs credentials");
+            Some(users)
+        }
+        crate::auth::mode::Mode::Insecure => {
+            edge.open(None);
+            None
+        }
+    };
+    crate::auth::install(strata_auth::Authorizer::new(engine.clone()));
+    let k_users = KUsersServer::new(crate::auth::kurrent_users::KurrentUsers::new(users));
     ready.open(
         tonic::service::Routes::new(health_service)
             .add_service(reflection)
@@ -381,7 +428,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             .add_service(k_streams)
             .add_service(k_persistent)
             .add_service(KGossipServer::new(KurrentGossip))
-            .add_service(KFeaturesServer::new(KurrentFeatures)),
+            .add_service(KFeaturesServer::new(KurrentFeatures))
+            .add_service(k_users),
     );
     if !*signalled_rx.borrow() {
         for name in SERVICES {
@@ -438,6 +486,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // The services (and the store handles they hold) go with the server.
     drop(server);
     drop(ready);
+    // The accounts (and through them the store) go with the authentication layer.
+    drop(edge);
     tracing::info!("gRPC server stopped; closing the store");
     // Groups write their final checkpoints while the store is still open.
     if tokio::time::timeout(DRAIN, groups.shutdown())

@@ -11,11 +11,13 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth;
 use crate::convert::{
     direction_from_proto, event_to_proto, events_from_proto, expected_from_proto,
     filter_from_proto, metadata_from_proto, metadata_to_proto,
 };
 use crate::status::{from_engine, invalid, shutting_down};
+use strata_auth::Operation;
 
 /// Appends of one session in flight at once; the server stops reading the session's requests
 /// until results free a slot.
@@ -111,7 +113,23 @@ enum Cursor {
     All {
         from: AllFrom,
         filter: Option<EventFilter>,
+        /// A caller who may read `$all` but not every stream (not an admin): events of
+        /// streams they may not read are left out.
+        reader: Option<auth::Access>,
     },
+}
+
+/// Leaves out the events `reader` may not read (each stream checked once per page).
+pub fn readable_only(events: &mut Vec<strata_engine::RecordedEvent>, reader: &auth::Access) {
+    let mut seen: std::collections::HashMap<String, bool> = Default::default();
+    events.retain(|e| {
+        if let Some(&ok) = seen.get(&e.stream) {
+            return ok;
+        }
+        let ok = auth::may(reader, Operation::Read, &e.stream);
+        seen.insert(e.stream.clone(), ok);
+        ok
+    });
 }
 
 /// Bytes of events in one read page (and so in one `ReadResponse`), at most: with names and
@@ -148,8 +166,12 @@ fn read_page(
                 next,
             })
         }
-        Cursor::All { from, filter } => {
-            let slice = engine.read_all_budget(
+        Cursor::All {
+            from,
+            filter,
+            reader,
+        } => {
+            let mut slice = engine.read_all_budget(
                 from,
                 direction,
                 max,
@@ -157,9 +179,13 @@ fn read_page(
                 max.saturating_mul(32),
                 READ_PAGE_BYTES,
             )?;
+            if let Some(reader) = &reader {
+                readable_only(&mut slice.events, reader);
+            }
             let next = (!slice.is_end).then(|| Cursor::All {
                 from: AllFrom::Position(slice.next_position),
                 filter,
+                reader,
             });
             Ok(Page {
                 events: slice.events.into_iter().map(event_to_proto).collect(),
@@ -190,6 +216,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<v1::AppendRequest>,
     ) -> Result<Response<v1::AppendResponse>, Status> {
+        auth::check(&request, Operation::Write, &request.get_ref().stream)?;
         append_one(&self.engine, request.into_inner())
             .await
             .map(Response::new)
@@ -201,6 +228,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<Streaming<v1::AppendSessionRequest>>,
     ) -> Result<Response<Self::AppendSessionStream>, Status> {
+        let who = auth::access(&request);
         let mut requests = request.into_inner();
         // Results go from the writer thread straight into this channel, each with the window
         // permit of its request. The permit is released when the response is taken for
@@ -264,6 +292,10 @@ impl Streams for StreamsService {
                     );
                     continue;
                 };
+                if let Err(status) = auth::check_access(&who, Operation::Write, &append.stream) {
+                    answer(&tx, Err(status));
+                    continue;
+                }
                 let events = match events_from_proto(append.events) {
                     Ok(events) => events,
                     Err(status) => {
@@ -298,6 +330,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<v1::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
+        let who = auth::check(&request, Operation::Read, &request.get_ref().stream)?;
         let r = request.into_inner();
         let direction = direction_from_proto(r.direction)?;
         let batch = match r.batch_size {
@@ -325,7 +358,11 @@ impl Streams for StreamsService {
                 }
             };
             let (filter, _) = filter_from_proto(r.filter)?;
-            Cursor::All { from, filter }
+            Cursor::All {
+                from,
+                filter,
+                reader: (!who.is_admin()).then_some(who),
+            }
         } else {
             if r.filter.is_some() {
                 return Err(invalid("filter", "filters apply to $all reads only"));
@@ -443,6 +480,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<v1::DeleteRequest>,
     ) -> Result<Response<v1::DeleteResponse>, Status> {
+        auth::check(&request, Operation::Delete, &request.get_ref().stream)?;
         let r = request.into_inner();
         let res = self
             .engine
@@ -455,6 +493,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<v1::DeleteRequest>,
     ) -> Result<Response<v1::DeleteResponse>, Status> {
+        auth::check(&request, Operation::Delete, &request.get_ref().stream)?;
         let r = request.into_inner();
         let res = self
             .engine
@@ -467,6 +506,7 @@ impl Streams for StreamsService {
         &self,
         request: Request<v1::GetStreamMetadataRequest>,
     ) -> Result<Response<v1::GetStreamMetadataResponse>, Status> {
+        auth::check(&request, Operation::MetadataRead, &request.get_ref().stream)?;
         let r = request.into_inner();
         let (revision, metadata) = self
             .engine
@@ -482,8 +522,15 @@ impl Streams for StreamsService {
         &self,
         request: Request<v1::SetStreamMetadataRequest>,
     ) -> Result<Response<v1::SetStreamMetadataResponse>, Status> {
+        auth::check(
+            &request,
+            Operation::MetadataWrite,
+            &request.get_ref().stream,
+        )?;
         let r = request.into_inner();
         let metadata = metadata_from_proto(r.metadata)?;
+        strata_auth::acl::validate_metadata_acl(&metadata.custom)
+            .map_err(|reason| invalid("metadata", reason))?;
         let res = self
             .engine
             .set_stream_metadata(&r.stream, expected_from_proto(r.expected), metadata)
@@ -501,13 +548,18 @@ impl Streams for StreamsService {
         &self,
         request: Request<v1::ListStreamsRequest>,
     ) -> Result<Response<Self::ListStreamsStream>, Status> {
+        let who = auth::require_user(&request, "list streams")?;
         let r = request.into_inner();
+        // A caller who is not an admin sees the streams they may read.
+        let everything = who.is_admin();
         let mut streams: Vec<v1::StreamInfo> = self
             .engine
             .list_streams()
             .into_iter()
             .filter(|s| {
-                s.name.starts_with(&r.prefix) && (r.include_system || !s.name.starts_with('$'))
+                s.name.starts_with(&r.prefix)
+                    && (r.include_system || !s.name.starts_with('$'))
+                    && (everything || auth::may(&who, Operation::Read, &s.name))
             })
             .map(|s| v1::StreamInfo {
                 name: s.name,

@@ -107,6 +107,8 @@ enum Target {
         position: u64,
         filter: Option<EventFilter>,
         interval: u32,
+        /// A caller who is not an admin: events of streams they may not read are left out.
+        reader: Option<crate::auth::Access>,
     },
 }
 
@@ -191,6 +193,7 @@ async fn run(
                 position,
                 filter,
                 interval,
+                reader,
             } => {
                 let (e, f, from) = (engine.clone(), filter.clone(), *position);
                 // A filtered read examines at most one checkpoint interval of records, so a
@@ -211,7 +214,11 @@ async fn run(
                     )
                 })
                 .await?;
-                for ev in slice.events {
+                let mut events = slice.events;
+                if let Some(reader) = reader {
+                    crate::streams::readable_only(&mut events, reader);
+                }
+                for ev in events {
                     send(&tx, Message::Event(event_to_proto(ev))).await?;
                 }
                 *position = slice.next_position;
@@ -274,6 +281,11 @@ impl Subscriptions for SubscriptionsService {
         if *self.shutdown.borrow() {
             return Err(shutting_down());
         }
+        let who = crate::auth::check(
+            &request,
+            strata_auth::Operation::Read,
+            &request.get_ref().stream,
+        )?;
         let r = request.into_inner();
         let target = if r.stream == "$all" {
             let (filter, interval) = filter_from_proto(r.filter)?;
@@ -318,6 +330,7 @@ impl Subscriptions for SubscriptionsService {
                 position,
                 filter,
                 interval,
+                reader: (!who.is_admin()).then_some(who),
             }
         } else {
             if r.filter.is_some() {

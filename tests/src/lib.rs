@@ -73,6 +73,37 @@ pub fn strata_bin() -> PathBuf {
     .clone()
 }
 
+/// Development certificates (`strata certs dev`) in `dir/certs`, with client certificates for
+/// `users`; returns the directory.
+pub fn dev_certs(dir: &Path, users: &[&str]) -> PathBuf {
+    let out = dir.join("certs");
+    let mut cmd = Command::new(strata_bin());
+    cmd.args(["certs", "dev", "--out"]).arg(&out);
+    for u in users {
+        cmd.args(["--user", u]);
+    }
+    let done = cmd.output().expect("run strata certs dev");
+    assert!(
+        done.status.success(),
+        "strata certs dev failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    out
+}
+
+/// The flags that make a server secure with the certificates of [`dev_certs`].
+pub fn tls_flags(certs: &Path) -> Vec<String> {
+    let f = |name: &str| certs.join(name).display().to_string();
+    vec![
+        "--tls-cert".into(),
+        f("node.pem"),
+        "--tls-key".into(),
+        f("node.key"),
+        "--tls-ca".into(),
+        f("ca.pem"),
+    ]
+}
+
 /// A runnable example of the client crate, built on first use like [`strata_bin`].
 pub fn client_example(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -295,10 +326,40 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The URL of a secure server.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// A client of a secure server started with [`tls_flags`], logged in as `user` (or
+    /// anonymous).
+    pub async fn client_as(
+        &self,
+        certs: &Path,
+        user: Option<(&str, &str)>,
+    ) -> Result<strata_client::Client, strata_client::Error> {
+        let mut b =
+            strata_client::Client::builder(self.https_url()).tls_ca_file(certs.join("ca.pem"))?;
+        if let Some((u, p)) = user {
+            b = b.credentials(u, p);
+        }
+        b.connect().await
+    }
+
     pub async fn client(&self) -> strata_client::Client {
         strata_client::Client::connect(self.url())
             .await
             .expect("connect to strata")
+    }
+
+    /// Runs `strata <args>` against a secure server started with [`tls_flags`] (anonymous).
+    pub fn cli_secure(&self, certs: &Path, args: &[&str]) -> Output {
+        Command::new(strata_bin())
+            .args(args)
+            .args(["--server", &self.https_url(), "--tls-ca"])
+            .arg(certs.join("ca.pem"))
+            .output()
+            .expect("run the strata CLI")
     }
 
     /// Runs `strata <args> --server <url>` and returns its output.

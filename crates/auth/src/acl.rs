@@ -1,7 +1,7 @@
 //! Who may do what to a stream: access lists in stream metadata (`$acl`), defaults in
 //! `$settings`, and the decision.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use serde_json::Value;
 use strata_engine::{Direction, Engine, StreamFrom};
@@ -214,7 +214,8 @@ impl DefaultAcls {
 
 /// Decides requests against the store's access lists.
 pub struct Authorizer {
-    engine: Arc<Engine>,
+    /// Not kept alive by the checks: the store closes when its owner lets go of it.
+    engine: Weak<Engine>,
     /// The defaults, and the `$settings` revision they were read from.
     defaults: RwLock<(Option<u64>, Arc<DefaultAcls>)>,
 }
@@ -222,7 +223,7 @@ pub struct Authorizer {
 impl Authorizer {
     pub fn new(engine: Arc<Engine>) -> Authorizer {
         Authorizer {
-            engine,
+            engine: Arc::downgrade(&engine),
             defaults: RwLock::new((None, Arc::new(DefaultAcls::default()))),
         }
     }
@@ -246,7 +247,10 @@ impl Authorizer {
             ),
             None => (stream, op),
         };
-        let explicit = self.engine.stream_metadata_shared(stream).and_then(|m| {
+        let Some(engine) = self.engine.upgrade() else {
+            return false;
+        };
+        let explicit = engine.stream_metadata_shared(stream).and_then(|m| {
             m.custom.get("$acl").map(|v| match Acl::from_value(v) {
                 Ok(acl) => acl.roles(op).map(<[String]>::to_vec),
                 // Stored before it was checked, or damaged: nobody but admins.
@@ -256,7 +260,7 @@ impl Authorizer {
         let roles = match explicit.flatten() {
             Some(roles) => roles,
             None => {
-                let defaults = self.defaults();
+                let defaults = self.defaults(&engine);
                 let list = if stream.starts_with('$') {
                     &defaults.system
                 } else {
@@ -269,9 +273,8 @@ impl Authorizer {
     }
 
     /// The current defaults, re-read when `$settings` has a new event.
-    pub fn defaults(&self) -> Arc<DefaultAcls> {
-        let revision = self
-            .engine
+    fn defaults(&self, engine: &Engine) -> Arc<DefaultAcls> {
+        let revision = engine
             .stream_info(SETTINGS_STREAM)
             .and_then(|i| i.last_revision);
         {
@@ -281,8 +284,7 @@ impl Authorizer {
             }
         }
         let read =
-            self.engine
-                .read_stream_raw(SETTINGS_STREAM, StreamFrom::End, Direction::Backwards, 1);
+            engine.read_stream_raw(SETTINGS_STREAM, StreamFrom::End, Direction::Backwards, 1);
         let parsed = match read.map(|s| s.events.into_iter().next()) {
             Ok(Some(e)) => DefaultAcls::from_settings(&e.data).unwrap_or_else(|reason| {
                 tracing::error!(%reason, revision = e.revision,

@@ -19,6 +19,9 @@ pub mod event_store {
         pub mod server_features {
             tonic::include_proto!("event_store.client.server_features");
         }
+        pub mod users {
+            tonic::include_proto!("event_store.client.users");
+        }
     }
 }
 

@@ -12,10 +12,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status, Streaming};
 
-use super::status::from_strata;
+use super::status::{access_denied, from_strata};
 use super::{proposed_event, stream_id, stream_name, to_commit};
+use crate::auth;
 use crate::budget::Held;
 use crate::status::{from_engine, next_message};
+use strata_auth::{Access, Operation};
 
 /// Unfinished batches one `BatchAppend` call may hold, in multiples of the maximum append size.
 pub const PENDING_APPENDS: usize = 4;
@@ -126,6 +128,12 @@ async fn write_events(
                     field: "metadata",
                     reason: r,
                 })?;
+            strata_auth::acl::validate_metadata_acl(&meta.custom).map_err(|reason| {
+                Error::InvalidArgument {
+                    field: "metadata",
+                    reason,
+                }
+            })?;
             return if target.starts_with('$') {
                 engine
                     .set_system_stream_metadata(target, expected, meta)
@@ -146,6 +154,24 @@ async fn write_events(
             field: "stream",
             reason: format!("{stream} belongs to the consumer groups and is written only by them"),
         });
+    }
+    if strata_auth::users::is_user_stream(stream) {
+        return Err(Error::InvalidArgument {
+            field: "stream",
+            reason: format!(
+                "{stream} holds user accounts, which change only through the Users API"
+            ),
+        });
+    }
+    if stream == strata_auth::acl::SETTINGS_STREAM {
+        for e in &events {
+            strata_auth::DefaultAcls::from_settings(&e.data).map_err(|reason| {
+                Error::InvalidArgument {
+                    field: "$settings",
+                    reason,
+                }
+            })?;
+        }
     }
     if stream.starts_with('$') {
         engine.append_system(stream, expected, events).await
@@ -193,6 +219,18 @@ fn append_wrong_version(
         expected_revision_option_20_6_0: exp_old,
         current_revision_option: Some(current),
         expected_revision_option: Some(exp),
+    }
+}
+
+/// The in-band refusal of a batch the caller may not write.
+fn batch_denied() -> grpc_rpc::Status {
+    grpc_rpc::Status {
+        code: grpc_rpc::Code::PermissionDenied as i32,
+        message: "Access Denied".into(),
+        details: Some(prost_types::Any {
+            type_url: "type.googleapis.com/event_store.client.AccessDenied".into(),
+            value: kc::AccessDenied {}.encode_to_vec(),
+        }),
     }
 }
 
@@ -299,6 +337,7 @@ fn echo_expected(
 /// reading (or holding) the rest.
 pub async fn append(
     engine: &Engine,
+    who: &Access,
     mut input: Streaming<ks::AppendReq>,
 ) -> Result<Response<ks::AppendResp>, Status> {
     use ks::append_req::Content;
@@ -314,6 +353,9 @@ pub async fn append(
         }
     };
     let stream = stream_name(options.stream_identifier.as_ref())?;
+    if !auth::may(who, Operation::Write, &stream) {
+        return Err(access_denied());
+    }
     let expected = expected_of!(
         options.expected_stream_revision,
         ks::append_req::options::ExpectedStreamRevision,
@@ -382,6 +424,7 @@ pub async fn append(
 /// sent are answered).
 pub fn batch_append(
     engine: Arc<Engine>,
+    who: Access,
     mut input: Streaming<ks::BatchAppendReq>,
 ) -> ReceiverStream<Result<ks::BatchAppendResp, Status>> {
     let (tx, rx) = mpsc::channel(64);
@@ -418,6 +461,25 @@ pub fn batch_append(
                     Some(p)
                 }
                 (None, Some(o)) => match stream_name(o.stream_identifier.as_ref()) {
+                    Ok(stream) if !auth::may(&who, Operation::Write, &stream) => {
+                        // Refused in-band, as KurrentDB does; the batch's other chunks are
+                        // skipped.
+                        let _ = tx
+                            .send(Ok(ks::BatchAppendResp {
+                                correlation_id: m.correlation_id.clone(),
+                                result: Some(ks::batch_append_resp::Result::Error(batch_denied())),
+                                stream_identifier: Some(stream_id(&stream)),
+                                expected_stream_position: echo_expected(o.expected_stream_position),
+                            }))
+                            .await;
+                        if !m.is_final {
+                            if refused.len() >= MAX_REFUSED {
+                                return;
+                            }
+                            refused.insert(key);
+                        }
+                        continue;
+                    }
                     Ok(stream) => Some(Pending {
                         stream,
                         expected: o.expected_stream_position,

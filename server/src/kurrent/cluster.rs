@@ -20,7 +20,9 @@ impl kg::gossip_server::Gossip for KurrentGossip {
     async fn read(&self, request: Request<kc::Empty>) -> Result<Response<kg::ClusterInfo>, Status> {
         // Advertise the address the client reached us on.
         let local = request
-            .local_addr()
+            .extensions()
+            .get::<crate::net::listener::PeerInfo>()
+            .and_then(|p| p.tcp.local_addr())
             .ok_or_else(|| Status::internal("the connection's local address is unknown"))?;
         let ticks = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

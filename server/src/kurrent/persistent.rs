@@ -39,6 +39,15 @@ fn target_of(id: Option<&kc::StreamIdentifier>, all: bool) -> Result<Target, Sta
     Ok(Target::parse(&stream_name(id)?))
 }
 
+/// Managing consumer groups takes `$ops` or `$admins`.
+fn operator<T>(request: &Request<T>) -> Result<(), Status> {
+    if crate::auth::access(request).is_operator() {
+        Ok(())
+    } else {
+        Err(super::status::access_denied())
+    }
+}
+
 #[tonic::async_trait]
 impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPersistent {
     #[allow(deprecated)]
@@ -51,6 +60,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
             options::StreamOption,
             stream_options::RevisionOption,
         };
+        operator(&request)?;
         let o = request
             .into_inner()
             .options
@@ -101,6 +111,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         request: Request<kp::UpdateReq>,
     ) -> Result<Response<kp::UpdateResp>, Status> {
         use kp::update_req::options::StreamOption;
+        operator(&request)?;
         let o = request
             .into_inner()
             .options
@@ -144,6 +155,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         request: Request<kp::DeleteReq>,
     ) -> Result<Response<kp::DeleteResp>, Status> {
         use kp::delete_req::options::StreamOption;
+        operator(&request)?;
         let o = request
             .into_inner()
             .options
@@ -170,6 +182,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         if *self.shutdown.borrow() {
             return Err(from_strata(crate::status::shutting_down()));
         }
+        let who = crate::auth::access(&request);
         let mut input = request.into_inner();
         let o = match input.message().await? {
             Some(kp::ReadReq {
@@ -190,6 +203,14 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
                 ))
             }
         };
+        // Consuming a group takes read access to its source.
+        let source = match &target {
+            Target::All => "$all".to_owned(),
+            Target::Stream(s) => s.clone(),
+        };
+        if !crate::auth::may(&who, strata_auth::Operation::Read, &source) {
+            return Err(super::status::access_denied());
+        }
         let structured = matches!(
             o.uuid_option.as_ref().and_then(|u| u.content.as_ref()),
             Some(U::Structured(_))
@@ -327,6 +348,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         request: Request<kp::GetInfoReq>,
     ) -> Result<Response<kp::GetInfoResp>, Status> {
         use kp::get_info_req::options::StreamOption;
+        operator(&request)?;
         let o = request
             .into_inner()
             .options
@@ -351,6 +373,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         request: Request<kp::ReplayParkedReq>,
     ) -> Result<Response<kp::ReplayParkedResp>, Status> {
         use kp::replay_parked_req::options::{StopAtOption, StreamOption};
+        operator(&request)?;
         let o = request
             .into_inner()
             .options
@@ -377,6 +400,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
 
     async fn list(&self, request: Request<kp::ListReq>) -> Result<Response<kp::ListResp>, Status> {
         use kp::list_req::{options::ListOption, stream_option::StreamOption};
+        operator(&request)?;
         let o = request.into_inner().options.unwrap_or_default();
         let target = match o.list_option {
             Some(ListOption::ListForStream(s)) => match s.stream_option {

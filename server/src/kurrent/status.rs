@@ -102,8 +102,19 @@ pub fn from_strata(s: Status) -> Status {
             ),
             "persistent-subscription-dropped",
         ),
+        Some(Kind::AccessDenied(_)) => access_denied(),
         _ => Status::new(s.code(), s.message()),
     }
+}
+
+/// KurrentDB's refusal: PERMISSION_DENIED "Access Denied" with the `access-denied` exception
+/// trailer that its clients turn into their access-denied error.
+pub fn access_denied() -> Status {
+    with_exception(
+        Code::PermissionDenied,
+        "Access Denied".into(),
+        "access-denied",
+    )
 }
 
 #[cfg(test)]

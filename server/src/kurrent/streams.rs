@@ -16,11 +16,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{delete_wrong_version, from_strata, stream_deleted};
+use super::status::{access_denied, delete_wrong_version, from_strata, stream_deleted};
 use super::{event_parts, from_commit, stream_id, stream_name, to_commit};
+use crate::auth;
 use crate::status::from_engine;
 use crate::streams::StreamsService;
 use crate::subscriptions::SubscriptionsService;
+use strata_auth::Operation;
 
 type ReadTx = mpsc::Sender<Result<ks::ReadResp, Status>>;
 
@@ -118,6 +120,8 @@ fn filter(f: ks::read_req::options::FilterOptions) -> Option<v1::Filter> {
 
 /// Read options decoded: what to read and how to answer.
 struct ReadPlan {
+    /// The caller, passed on to the Strata handlers that do the reading.
+    who: strata_auth::Access,
     stream: String,
     structured: bool,
     direction: v1::Direction,
@@ -144,7 +148,9 @@ impl KurrentStreams {
             batch_size: 0,
         };
         let stream = plan.stream.clone();
-        match self.reads.read(Request::new(request)).await {
+        let mut request = Request::new(request);
+        request.extensions_mut().insert(plan.who.clone());
+        match self.reads.read(request).await {
             Err(s) if is_not_found(&s) => {
                 let _ = tx.send(Ok(not_found(&stream))).await;
             }
@@ -195,9 +201,11 @@ impl KurrentStreams {
             from,
             filter: plan.filter,
         };
+        let mut request = Request::new(request);
+        request.extensions_mut().insert(plan.who.clone());
         let mut inner = self
             .subscriptions
-            .subscribe(Request::new(request))
+            .subscribe(request)
             .await
             .map_err(from_strata)?
             .into_inner();
@@ -297,6 +305,7 @@ impl ks::streams_server::Streams for KurrentStreams {
             all_options::AllOption, stream_options::RevisionOption, uuid_option::Content,
             CountOption, FilterOption, StreamOption,
         };
+        let who = auth::access(&request);
         let o = request
             .into_inner()
             .options
@@ -374,7 +383,12 @@ impl ks::streams_server::Streams for KurrentStreams {
                 ))
             }
         };
+        // Checked here too so that a refusal is the call's status, in KurrentDB's form.
+        if !auth::may(&who, Operation::Read, &stream) {
+            return Err(access_denied());
+        }
         let plan = ReadPlan {
+            who,
             stream,
             structured,
             direction,
@@ -404,18 +418,23 @@ impl ks::streams_server::Streams for KurrentStreams {
         &self,
         request: Request<Streaming<ks::AppendReq>>,
     ) -> Result<Response<ks::AppendResp>, Status> {
-        super::append::append(&self.engine, request.into_inner()).await
+        let who = auth::access(&request);
+        super::append::append(&self.engine, &who, request.into_inner()).await
     }
 
     async fn delete(
         &self,
         request: Request<ks::DeleteReq>,
     ) -> Result<Response<ks::DeleteResp>, Status> {
+        let who = auth::access(&request);
         let o = request
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("DeleteReq.options is required"))?;
         let stream = stream_name(o.stream_identifier.as_ref())?;
+        if !auth::may(&who, Operation::Delete, &stream) {
+            return Err(access_denied());
+        }
         let expected = expected_of!(
             o.expected_stream_revision,
             ks::delete_req::options::ExpectedStreamRevision,
@@ -455,11 +474,15 @@ impl ks::streams_server::Streams for KurrentStreams {
         &self,
         request: Request<ks::TombstoneReq>,
     ) -> Result<Response<ks::TombstoneResp>, Status> {
+        let who = auth::access(&request);
         let o = request
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("TombstoneReq.options is required"))?;
         let stream = stream_name(o.stream_identifier.as_ref())?;
+        if !auth::may(&who, Operation::Delete, &stream) {
+            return Err(access_denied());
+        }
         let expected = expected_of!(
             o.expected_stream_revision,
             ks::tombstone_req::options::ExpectedStreamRevision,
@@ -486,8 +509,10 @@ impl ks::streams_server::Streams for KurrentStreams {
         &self,
         request: Request<Streaming<ks::BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        let who = auth::access(&request);
         Ok(Response::new(super::append::batch_append(
             self.engine.clone(),
+            who,
             request.into_inner(),
         )))
     }

@@ -20,9 +20,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Bytes of the HTTP/2 client preface.
@@ -88,20 +91,63 @@ impl RateLimited {
     }
 }
 
+/// The bytes of a connection: plain TCP, or TLS over it.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// What a request learns about its connection (in its extensions): the addresses, and the
+/// client's certificate chain when it presented one over TLS (verified against `--tls-ca`).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub tcp: TcpConnectInfo,
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
 /// An accepted connection: it holds one of the cap's permits until closed, and fails its
 /// reads once the handshake deadline passes without a full preface.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Io,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     seen: usize,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        match &self.stream {
+            Io::Plain(s) => PeerInfo {
+                tcp: s.connect_info(),
+                certs: None,
+            },
+            Io::Tls(s) => {
+                let (tcp, session) = s.get_ref();
+                PeerInfo {
+                    tcp: tcp.connect_info(),
+                    certs: session
+                        .peer_certificates()
+                        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+                }
+            }
+        }
     }
+}
+
+macro_rules! io {
+    ($self:expr, $s:ident => $e:expr) => {
+        match &mut $self.stream {
+            Io::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Io::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
 }
 
 impl AsyncRead for Conn {
@@ -120,7 +166,7 @@ impl AsyncRead for Conn {
             }
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let polled = io!(this, s => s.poll_read(cx, buf));
         if this.deadline.is_some() {
             this.seen += buf.filled().len() - before;
             if this.seen >= PREFACE_LEN {
@@ -137,23 +183,26 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        io!(self, s => s.poll_write(cx, buf))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        io!(self, s => s.poll_flush(cx))
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        io!(self, s => s.poll_shutdown(cx))
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        io!(self, s => s.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -162,53 +211,92 @@ fn out_of_fds(e: &io::Error) -> bool {
 }
 
 /// The stream of accepted connections for the gRPC server. Errors are handled here (logged,
-/// backed off), so the server only ever sees connections.
+/// backed off), so the server only ever sees connections. With `tls`, each connection's TLS
+/// handshake runs in its own task, bounded by the handshake timeout, so a slow client delays
+/// nobody else.
 pub fn incoming(
     listener: Arc<TcpListener>,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
 ) -> impl futures::Stream<Item = io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel::<Conn>(64);
+    tokio::spawn(accept_loop(listener, limits, tls, tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
+}
+
+async fn accept_loop(
+    l: Arc<TcpListener>,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    tx: mpsc::Sender<Conn>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let over_cap = Arc::new(RateLimited::new(Duration::from_secs(10)));
-    let no_fds = Arc::new(RateLimited::new(Duration::from_secs(10)));
-    futures::stream::unfold(listener, move |l| {
-        let (permits, over_cap, no_fds) = (permits.clone(), over_cap.clone(), no_fds.clone());
-        async move {
-            loop {
-                match l.accept().await {
-                    Ok((stream, peer)) => {
-                        let Ok(permit) = permits.clone().try_acquire_owned() else {
-                            if over_cap.allow() {
-                                tracing::warn!(%peer, max = limits.max_connections,
-                                    "refusing a connection: the connection limit (--max-connections) is reached");
-                            }
-                            drop(stream);
-                            continue;
-                        };
-                        // Small gRPC frames must not wait for Nagle's algorithm.
-                        let _ = stream.set_nodelay(true);
-                        let conn = Conn {
-                            stream,
-                            deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
-                            seen: 0,
-                            _permit: permit,
-                        };
-                        return Some((Ok(conn), l));
+    let over_cap = RateLimited::new(Duration::from_secs(10));
+    let no_fds = RateLimited::new(Duration::from_secs(10));
+    loop {
+        let accepted = tokio::select! {
+            // The server stopped taking connections (shutdown): so does the listener.
+            _ = tx.closed() => return,
+            a = l.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    if over_cap.allow() {
+                        tracing::warn!(%peer, max = limits.max_connections,
+                            "refusing a connection: the connection limit (--max-connections) is reached");
                     }
-                    Err(e) if out_of_fds(&e) => {
-                        if no_fds.allow() {
-                            tracing::error!(error = %e, open = limits.max_connections - permits.available_permits(),
-                                "cannot accept connections: out of file descriptors; raise the limit (ulimit -n) or lower --max-connections");
+                    drop(stream);
+                    continue;
+                };
+                // Small gRPC frames must not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                let conn = move |stream| Conn {
+                    stream,
+                    deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
+                    seen: 0,
+                    _permit: permit,
+                };
+                match &tls {
+                    None => {
+                        if tx.send(conn(Io::Plain(stream))).await.is_err() {
+                            return;
                         }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    Some(acceptor) => {
+                        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let shaken = tokio::time::timeout(
+                                limits.handshake_timeout,
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            match shaken {
+                                Ok(Ok(s)) => {
+                                    let _ = tx.send(conn(Io::Tls(Box::new(s)))).await;
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
                     }
                 }
             }
+            Err(e) if out_of_fds(&e) => {
+                if no_fds.allow() {
+                    tracing::error!(error = %e, open = limits.max_connections - permits.available_permits(),
+                        "cannot accept connections: out of file descriptors; raise the limit (ulimit -n) or lower --max-connections");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
-    })
+    }
 }
 
 #[cfg(test)]
