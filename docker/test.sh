@@ -32,6 +32,10 @@ run_id=strata-dt-$$
 image=strata-test:$$
 volume=$run_id-data
 work=$(mktemp -d /tmp/strata-docker-test.XXXXXX)
+# The image runs secure: TLS with the development CA it writes to the volume, and the admin
+# password set at the first start. The host CLI reads these for every call.
+admin_pw="admin-$run_id"
+export STRATA_USER=admin STRATA_PASSWORD=$admin_pw STRATA_TLS_CA=$work/ca.pem
 containers=()
 writer_pids=()
 passed=0
@@ -124,6 +128,7 @@ run_container() {
   docker run -d --name "$name" \
     -v "$volume:/var/lib/strata" \
     -p 127.0.0.1::2113 -p 127.0.0.1::2114 \
+    -e STRATA_INITIAL_ADMIN_PASSWORD="$admin_pw" \
     --health-interval 1s \
     "$@" "$image" >/dev/null
 }
@@ -139,8 +144,9 @@ wait_ready() {
         local hp mp
         hp=$(docker port "$c" 2113/tcp | head -n 1)
         mp=$(docker port "$c" 2114/tcp | head -n 1)
-        url=http://127.0.0.1:${hp##*:}
-        metrics_url=http://127.0.0.1:${mp##*:}/metrics
+        url=https://127.0.0.1:${hp##*:}
+        metrics_url=https://127.0.0.1:${mp##*:}/metrics
+        [[ -s $work/ca.pem ]] || docker cp "$c:/var/lib/strata/certs/ca.pem" "$work/ca.pem" >/dev/null 2>&1 || true
         if "$bin" health --server "$url" --timeout 5 >/dev/null 2>&1; then
           return 0
         fi
@@ -234,6 +240,17 @@ uid=$(docker exec "$c1" awk '/^Uid:/ { print $2 }' /proc/1/status)
 [[ $uid == 10001 ]] || fail "server runs as uid $uid, expected 10001"
 ok "PID 1 is strata as uid 10001, listening on 0.0.0.0:2113"
 
+docker logs "$c1" 2>&1 | grep -q 'secure mode: TLS on' || fail "the container does not run secure by default"
+set +e
+STRATA_USER= STRATA_PASSWORD= "$bin" append anon-1 --type T --server "$url" >/dev/null 2>&1
+rc_anon=$?
+STRATA_PASSWORD=changeit "$bin" append anon-1 --type T --server "$url" >/dev/null 2>&1
+rc_default=$?
+set -e
+[[ $rc_anon == 10 && $rc_default == 10 ]] ||
+  fail "anonymous append exited $rc_anon and default-password append $rc_default, expected 10 (refused)"
+ok "secure by default: TLS with the volume's development CA; anonymous and wrong-password appends refused"
+
 "$bin" append basic-1 --type Created --data '{"n":1}' --expected no-stream --server "$url" >/dev/null ||
   fail "first append failed"
 "$bin" append basic-1 --type Renamed --data '{"n":2}' --expected 0 --server "$url" >/dev/null ||
@@ -249,9 +266,12 @@ check_basic
 ok "append and read back through the host CLI (and exit 3 on a wrong expected revision)"
 
 if ((metrics)); then
-  curl -fsS --max-time 5 "$metrics_url" >"$work/metrics" || fail "GET $metrics_url failed"
+  curl -fsS --max-time 5 --cacert "$work/ca.pem" -u "admin:$admin_pw" "$metrics_url" >"$work/metrics" ||
+    fail "GET $metrics_url failed"
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$work/ca.pem" "$metrics_url")
+  [[ $code == 401 ]] || fail "GET $metrics_url without credentials answered $code, expected 401"
   grep -q '^# TYPE ' "$work/metrics" || fail "$metrics_url is not Prometheus text"
-  ok "metrics served on $metrics_url"
+  ok "metrics served on $metrics_url over TLS, to credentials only"
 else
   say "strata serve has no --metrics-listen yet: metrics port not checked"
 fi
@@ -325,23 +345,32 @@ elif port_busy 2113 || port_busy 2114; then
   say "skipped: compose (127.0.0.1:2113 or :2114 is already in use on this host)"
 else
   project=$run_id-compose
-  compose_down() { STRATA_IMAGE=$image "${compose[@]}" -p "$project" -f docker/compose.yaml down -v >/dev/null 2>&1; }
-  STRATA_IMAGE=$image "${compose[@]}" -p "$project" -f docker/compose.yaml up -d >"$work/compose-up" 2>&1 ||
+  export STRATA_ADMIN_PASSWORD=$admin_pw
+  dc() { STRATA_IMAGE=$image "${compose[@]}" -p "$project" -f docker/compose.yaml "$@"; }
+  compose_down() { dc down -v >/dev/null 2>&1; }
+  dc up -d >"$work/compose-up" 2>&1 ||
     { cat "$work/compose-up" >&2; compose_down; fail "compose up failed"; }
+  # The README's steps: copy the CA out, then talk TLS to 127.0.0.1:2113 as admin.
+  export STRATA_SERVER=https://127.0.0.1:2113 STRATA_TLS_CA=$work/compose-ca.pem
   for _ in $(seq 1 120); do
-    "$bin" health >/dev/null 2>&1 && break
+    cid=$(dc ps -q strata 2>/dev/null)
+    if [[ -n $cid ]] && docker cp "$cid:/var/lib/strata/certs/ca.pem" "$STRATA_TLS_CA" >/dev/null 2>&1 &&
+      "$bin" health >/dev/null 2>&1; then
+      break
+    fi
     sleep 0.5
   done
-  # The README's first append and read, with the CLI's default server (127.0.0.1:2113).
   "$bin" append orders-1 --type OrderPlaced --data '{"total": 42}' >/dev/null ||
     { compose_down; fail "append through the compose port failed"; }
   "$bin" read orders-1 | grep -q OrderPlaced || { compose_down; fail "read through the compose port failed"; }
-  STRATA_IMAGE=$image "${compose[@]}" -p "$project" -f docker/compose.yaml exec -T strata strata read orders-1 |
+  dc exec -T -e STRATA_SERVER=https://127.0.0.1:2113 -e STRATA_TLS_CA=/var/lib/strata/certs/ca.pem \
+    -e STRATA_USER=admin -e STRATA_PASSWORD="$admin_pw" strata strata read orders-1 |
     grep -q OrderPlaced || { compose_down; fail "read with the CLI inside the compose container failed"; }
-  curl -fsS http://127.0.0.1:2114/metrics 2>/dev/null | grep -q strata_append_events_total ||
+  curl -fsS --cacert "$STRATA_TLS_CA" -u "admin:$admin_pw" https://127.0.0.1:2114/metrics 2>/dev/null |
+    grep -q strata_append_events_total ||
     { compose_down; fail "compose metrics port does not serve /metrics"; }
   compose_down
-  ok "compose: up -d, append and read from the host and inside the container, metrics on 2114, down -v"
+  ok "compose: up -d (secure), append and read from the host and inside the container, metrics on 2114, down -v"
 fi
 
 say "image size: $size bytes; test took $((SECONDS - t_start))s"

@@ -1,4 +1,4 @@
-//! The command-line client: `strata append|read|subscribe|delete|tombstone|metadata|streams|info|health|group`.
+//! The command-line client: `strata append|read|subscribe|delete|tombstone|metadata|streams|info|health|group|user`.
 //!
 //! Exit codes: 0 success, 1 other error, 2 usage, 3 wrong expected revision, 4 stream not
 //! found (stream or group), 5 stream deleted, 6 server unavailable or unreachable, 7 invalid
@@ -16,6 +16,7 @@ use strata_client::{
 use uuid::Uuid;
 
 mod group;
+mod user;
 
 pub const EXIT_WRONG_EXPECTED_REVISION: i32 = 3;
 pub const EXIT_NOT_FOUND: i32 = 4;
@@ -83,6 +84,9 @@ pub enum ClientCommand {
     /// Manage persistent subscription groups, or consume from one.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Manage users of a secure server (admins), or change your own password.
+    #[command(subcommand)]
+    User(user::UserCommand),
 }
 
 #[derive(Debug, Args)]
@@ -401,6 +405,7 @@ async fn delete(a: DeleteArgs, hard: bool) -> Result<i32, Failure> {
 async fn execute(cmd: ClientCommand) -> Result<i32, Failure> {
     match cmd {
         ClientCommand::Group(g) => group::execute(g).await,
+        ClientCommand::User(u) => user::execute(u).await,
         ClientCommand::Append(a) => {
             let client = connect(&a.opts).await?;
             let mut event = if a.binary {

@@ -401,36 +401,134 @@ impl CommitObserver for Observer {
     }
 }
 
+/// How the metrics endpoint is protected: nothing (insecure mode), or TLS plus Basic
+/// credentials of a member of `$ops` or `$admins` (secure mode).
+pub enum MetricsSecurity {
+    Open,
+    Secure {
+        acceptor: tokio_rustls::TlsAcceptor,
+        authenticator: Arc<strata_auth::Authenticator>,
+    },
+}
+
+async fn render_response(engine: Arc<Engine>, groups: Arc<Groups>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = get().render(&engine, &groups).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Checks a scrape's Basic credentials: 401 asks for them, 403 refuses a user who is not an
+/// operator.
+async fn scrape_allowed(
+    auth: &strata_auth::Authenticator,
+    headers: &axum::http::HeaderMap,
+    client: SocketAddr,
+) -> Result<(), axum::response::Response> {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use base64::Engine as _;
+    let ask = |why: String| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                axum::http::header::WWW_AUTHENTICATE,
+                "Basic realm=\"strata metrics\"",
+            )],
+            why,
+        )
+            .into_response()
+    };
+    let creds = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
+        return Err(ask(
+            "metrics need Basic credentials of a user in $ops or $admins\n".into(),
+        ));
+    };
+    match auth.authenticate(Some(client.ip()), user, password).await {
+        Ok(p) if p.is_operator() => Ok(()),
+        Ok(_) => Err((
+            StatusCode::FORBIDDEN,
+            "metrics are for members of $ops or $admins\n",
+        )
+            .into_response()),
+        Err(_) => Err(ask(
+            "wrong user name or password, or too many failed logins\n".into(),
+        )),
+    }
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     groups: Arc<Groups>,
+    security: MetricsSecurity,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use axum::routing::get as route_get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        route_get(move || {
-            let engine = engine.clone();
-            let groups = groups.clone();
-            async move {
-                let body = get().render(&engine, &groups).await;
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    let result = match security {
+        MetricsSecurity::Open => {
+            let app = axum::Router::new().route(
+                "/metrics",
+                route_get(move || render_response(engine.clone(), groups.clone())),
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        MetricsSecurity::Secure {
+            acceptor,
+            authenticator,
+        } => {
+            use crate::net::tls::{MetricsPeer, TlsListener};
+            let app = axum::Router::new().route(
+                "/metrics",
+                route_get(
+                    move |headers: axum::http::HeaderMap,
+                          axum::extract::ConnectInfo(MetricsPeer(client)): axum::extract::ConnectInfo<MetricsPeer>| {
+                        let (engine, groups, auth) =
+                            (engine.clone(), groups.clone(), authenticator.clone());
+                        async move {
+                            match scrape_allowed(&auth, &headers, client).await {
+                                Ok(()) => render_response(engine, groups).await,
+                                Err(refused) => refused,
+                            }
+                        }
+                    },
+                ),
+            );
+            let listener = TlsListener {
+                tcp: listener,
+                acceptor,
+                timeout: Duration::from_secs(10),
+            };
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<MetricsPeer>(),
+            )
+            .with_graceful_shutdown(stop)
+            .await
+        }
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "metrics listener failed");
     }

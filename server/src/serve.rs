@@ -385,7 +385,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     ));
     let k_persistent =
         KPersistentServer::new(KurrentPersistent::new(groups.clone(), shutdown_rx.clone()));
-    let users = match &mode {
+    let (users, authenticator) = match &mode {
         crate::auth::mode::Mode::Secure {
             default_passwords, ..
         } => {
@@ -403,16 +403,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                         "this user still has the default password, which is refused beyond loopback: set one with --initial-admin-password (admin) or reset it (see docs/security.md)");
                 }
             }
-            edge.open(Some(Arc::new(strata_auth::Authenticator::new(
+            let authenticator = Arc::new(strata_auth::Authenticator::new(
                 users.clone(),
                 *default_passwords,
-            ))));
+            ));
+            edge.open(Some(authenticator.clone()));
             tracing::info!("secure mode: TLS on, every call but health, gossip and server features needs credentials");
-            Some(users)
+            (Some(users), Some(authenticator))
         }
         crate::auth::mode::Mode::Insecure => {
             edge.open(None);
-            None
+            (None, None)
         }
     };
     crate::auth::install(strata_auth::Authorizer::new(engine.clone()));
@@ -447,10 +448,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen for metrics on {m}: {e}"))?;
             let maddr = l.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(%maddr, "metrics on http://{maddr}/metrics");
+            let security = match (&mode, &authenticator) {
+                (crate::auth::mode::Mode::Secure { tls, .. }, Some(authenticator)) => {
+                    crate::metrics::MetricsSecurity::Secure {
+                        acceptor: tokio_rustls::TlsAcceptor::from(crate::net::tls::server_config(
+                            tls,
+                            &[b"http/1.1"],
+                        )?),
+                        authenticator: authenticator.clone(),
+                    }
+                }
+                _ => crate::metrics::MetricsSecurity::Open,
+            };
             Some(tokio::spawn(crate::metrics::serve(
                 l,
                 engine.clone(),
                 groups.clone(),
+                security,
                 shutdown_rx.clone(),
             )))
         }
@@ -488,6 +502,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     drop(ready);
     // The accounts (and through them the store) go with the authentication layer.
     drop(edge);
+    drop(authenticator);
     tracing::info!("gRPC server stopped; closing the store");
     // Groups write their final checkpoints while the store is still open.
     if tokio::time::timeout(DRAIN, groups.shutdown())

@@ -192,7 +192,7 @@ impl Authenticator {
         };
         if record.default_password && !self.default_passwords {
             tracing::warn!(user = %login,
-                "refused a login with the default password: this server listens beyond loopback; set a password (--initial-admin-password, or `strata user reset-password` over loopback)");
+                "refused a login with the default password: this server listens beyond loopback; set one (--initial-admin-password at start, or `strata user reset-password` as an admin)");
             return Err(AuthFailure::DefaultPassword {
                 login: login.into(),
             });

@@ -32,6 +32,12 @@ pub struct SecurityArgs {
     /// by the certificate's common name). Optional.
     #[arg(long, env = "STRATA_TLS_CA", requires = "tls_cert")]
     pub tls_ca: Option<PathBuf>,
+    /// Run secure with development certificates kept in this directory, written there by the
+    /// first start that finds none (a CA and a node certificate for localhost and this host's
+    /// name: see `strata certs dev`). Ignored with --tls-cert or --insecure. The Docker image
+    /// sets it, so that a container is secure unless told otherwise.
+    #[arg(long, env = "STRATA_DEV_CERTS")]
+    pub dev_certs: Option<PathBuf>,
     /// Password of the `admin` user created at the first secure start (default: `changeit`,
     /// which is refused beyond loopback). Later it replaces a default password still in use.
     #[arg(long, env = "STRATA_INITIAL_ADMIN_PASSWORD", hide_env_values = true)]
@@ -82,6 +88,27 @@ pub fn resolve(
             },
             default_passwords: all_loopback,
         }),
+        (None, None, false) if args.dev_certs.is_some() => {
+            let dir = args.dev_certs.clone().expect("checked");
+            let files = TlsFiles {
+                cert: dir.join("node.pem"),
+                key: dir.join("node.key"),
+                ca: Some(dir.join("ca.pem")),
+            };
+            if !files.cert.exists() || !files.key.exists() {
+                let hosts = hostname().into_iter().collect();
+                let written = super::certs::dev(&super::certs::DevCertsArgs {
+                    out: dir.clone(),
+                    hosts,
+                    users: Vec::new(),
+                })?;
+                tracing::info!("development certificates: {written}");
+            }
+            Ok(Mode::Secure {
+                tls: files,
+                default_passwords: all_loopback,
+            })
+        }
         (_, _, true) => {
             if !all_loopback {
                 tracing::warn!(%listen, metrics = ?metrics,
@@ -100,6 +127,19 @@ pub fn resolve(
             if loopback(&listen) { metrics.map(|m| m.to_string()).unwrap_or_default() } else { listen.to_string() }
         )),
     }
+}
+
+/// This machine's host name, for development certificates.
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty() && name != "localhost").then_some(name)
 }
 
 /// The initial admin password, from the flag, the environment or the file.
@@ -138,6 +178,7 @@ mod tests {
             tls_cert: tls.then(|| "c.pem".into()),
             tls_key: tls.then(|| "k.pem".into()),
             tls_ca: None,
+            dev_certs: None,
             initial_admin_password: None,
             initial_admin_password_file: None,
             initial_ops_password: None,

@@ -82,3 +82,51 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfi
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
+
+/// A TLS listener for the metrics endpoint (axum). Handshakes run one at a time, each within
+/// the handshake timeout: a scraper is one client, and a slow one delays others by at most
+/// that long.
+pub struct TlsListener {
+    pub tcp: tokio::net::TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub timeout: std::time::Duration,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, addr) = match self.tcp.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "metrics TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "metrics TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The client address of a metrics request over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsPeer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for MetricsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        MetricsPeer(*stream.remote_addr())
+    }
+}
