@@ -703,3 +703,162 @@ fn brute_force_is_slowed_and_logged_without_the_password() {
     assert!(logs.contains("failed login"), "{logs}");
     assert!(!logs.contains("guess-number"), "a password reached the log");
 }
+
+/// The official KurrentDB Python client over TLS with credentials: everything an admin does,
+/// and its AccessDeniedError / UnauthenticatedError for what others may not do.
+#[test]
+fn the_python_client_works_over_tls_and_maps_denials() {
+    let py = strata_tests::python_venv(
+        "kurrentdb-venv",
+        "kurrentdbclient==1.3.5",
+        "kurrentdbclient",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &[]);
+    let server = secure(dir.path(), &certs, &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let ch = kurrent_channel(&server, &certs).await;
+        create_user(&ch, "alice", "alice-pw", &[]).await;
+        let admin = server.client_as(&certs, Some(ADMIN)).await.unwrap();
+        admin.append("private", Exp::Any, ev()).await.unwrap();
+        let meta = StreamMetadata {
+            custom: serde_json::json!({"$acl": {"$r": "bob", "$w": "bob"}}),
+            ..Default::default()
+        };
+        admin
+            .set_stream_metadata("private", Exp::Any, meta)
+            .await
+            .unwrap();
+    });
+    let url = |user: &str, password: &str| {
+        format!(
+            "kurrentdb://{user}:{password}@127.0.0.1:{}?tls=true&tlsCaFile={}",
+            server.addr.port(),
+            certs.join("ca.pem").display()
+        )
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/kurrentdb_secure.py");
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .arg(url("admin", "changeit"))
+        .arg(url("alice", "alice-pw"))
+        .arg(url("alice", "wrong"))
+        .arg("private")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("compat secure: 6 passed, 0 failed"),
+        "stdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+}
+
+async fn kurrent_append(
+    ch: &Channel,
+    stream: &str,
+    event_type: &str,
+    data: &[u8],
+    user: (&str, &str),
+) -> ks::BatchAppendResp {
+    let batch = ks::BatchAppendReq {
+        correlation_id: Some(kc::Uuid {
+            value: Some(kc::uuid::Value::String(uuid::Uuid::new_v4().to_string())),
+        }),
+        options: Some(ks::batch_append_req::Options {
+            stream_identifier: Some(kc::StreamIdentifier {
+                stream_name: stream.as_bytes().to_vec().into(),
+            }),
+            expected_stream_position: Some(
+                ks::batch_append_req::options::ExpectedStreamPosition::Any(()),
+            ),
+            deadline_option: None,
+        }),
+        proposed_messages: vec![ks::batch_append_req::ProposedMessage {
+            id: Some(kc::Uuid {
+                value: Some(kc::uuid::Value::String(uuid::Uuid::new_v4().to_string())),
+            }),
+            metadata: [
+                ("type".to_owned(), event_type.to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ]
+            .into(),
+            custom_metadata: Default::default(),
+            data: data.to_vec().into(),
+        }],
+        is_final: true,
+    };
+    ks::streams_client::StreamsClient::new(ch.clone())
+        .batch_append(as_user(futures::stream::iter(vec![batch]), Some(user)))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Defaults in `$settings` apply at once; a user allowed to read `$all` (here through the
+/// system-stream default) still never sees events of streams they may not read, nor accounts.
+#[test]
+fn settings_defaults_apply_and_all_reads_leave_out_unreadable_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &[]);
+    let server = secure(dir.path(), &certs, &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let ch = kurrent_channel(&server, &certs).await;
+        create_user(&ch, "bob", "bob-pw", &["auditors"]).await;
+        let admin = server.client_as(&certs, Some(ADMIN)).await.unwrap();
+        admin.append("open-1", Exp::Any, ev()).await.unwrap();
+        admin.append("secret-1", Exp::Any, ev()).await.unwrap();
+        let meta = StreamMetadata {
+            custom: serde_json::json!({"$acl": {"$r": "alice"}}),
+            ..Default::default()
+        };
+        admin.set_stream_metadata("secret-1", Exp::Any, meta).await.unwrap();
+        let bob = server.client_as(&certs, Some(("bob", "bob-pw"))).await.unwrap();
+        assert!(matches!(
+            bob.read_all(ReadOptions::default()).await.map(|_| ()),
+            Err(Error::AccessDenied { .. })
+        ));
+        // A malformed default is refused.
+        let bad = kurrent_append(&ch, "$settings", "update-default-acl", br#"{"$systemStreamAcl": {"$r": 5}}"#, ADMIN).await;
+        assert!(matches!(bad.result, Some(ks::batch_append_resp::Result::Error(_))), "{bad:?}");
+        let ok = kurrent_append(
+            &ch,
+            "$settings",
+            "update-default-acl",
+            br#"{"$systemStreamAcl": {"$r": ["$admins", "auditors"]}, "$userStreamAcl": {"$r": "$all", "$w": "$admins"}}"#,
+            ADMIN,
+        )
+        .await;
+        assert!(matches!(ok.result, Some(ks::batch_append_resp::Result::Success(_))), "{ok:?}");
+        // User streams: now only admins write.
+        assert!(matches!(
+            bob.append("open-2", Exp::Any, ev()).await,
+            Err(Error::AccessDenied { .. })
+        ));
+        let streams: std::collections::BTreeSet<String> = bob
+            .read_all(ReadOptions::default())
+            .await
+            .unwrap()
+            .map_ok(|e| e.stream)
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(streams.contains("open-1"), "{streams:?}");
+        assert!(!streams.contains("secret-1"), "{streams:?}");
+        assert!(!streams.iter().any(|s| s.starts_with("$user")), "{streams:?}");
+        let all: std::collections::BTreeSet<String> = admin
+            .read_all(ReadOptions::default())
+            .await
+            .unwrap()
+            .map_ok(|e| e.stream)
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(all.contains("secret-1") && all.contains("$user-bob"), "{all:?}");
+    });
+}
