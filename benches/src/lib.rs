@@ -46,6 +46,34 @@ impl Drop for Spawned {
     }
 }
 
+/// A secure server (TLS with development certificates, users on): its `https://` URL, the
+/// process, and the CA file clients trust. Clients log in as `admin` / `changeit` (accepted
+/// on loopback).
+pub fn spawn_secure_server(extra: &[&str]) -> (String, Spawned, std::path::PathBuf) {
+    let bin = std::env::current_exe().unwrap().with_file_name("strata");
+    let certs = std::env::temp_dir().join(format!("strata-bench-certs-{}", std::process::id()));
+    let done = Command::new(&bin)
+        .args(["certs", "dev", "--out"])
+        .arg(&certs)
+        .output()
+        .expect("run strata certs dev");
+    assert!(done.status.success(), "strata certs dev failed");
+    let (cert, key) = (certs.join("node.pem"), certs.join("node.key"));
+    let mut args = vec![
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (url, spawned) = spawn_server_with(&args);
+    (
+        url.replacen("http://", "https://", 1),
+        spawned,
+        certs.join("ca.pem"),
+    )
+}
+
 pub fn spawn_server() -> (String, Spawned) {
     spawn_server_with(&[])
 }

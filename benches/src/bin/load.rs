@@ -61,6 +61,13 @@ struct Args {
     /// Consumer counts for the persistent-subscription runs (comma-separated list).
     #[arg(long, default_value = "1,4")]
     group_consumers: String,
+    /// Start the server secure (TLS with development certificates) and log in as admin; with
+    /// --server, the CA file to trust (and admin / changeit as credentials).
+    #[arg(long)]
+    secure: bool,
+    /// With --server and --secure: the CA file the server's certificate chains to.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
     /// Create the benchmark group with the server's default settings (in-flight 500, buffer
     /// 500, read batch 20) instead of the tuned ones (1000, 2000, 500).
     #[arg(long)]
@@ -95,6 +102,20 @@ fn events(size: usize, n: usize) -> Vec<EventData> {
         .collect()
 }
 
+/// The CA to trust when the server is secure (clients then log in as admin).
+static SECURE_CA: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+fn builder(url: &str) -> strata_client::ClientBuilder {
+    let b = Client::builder(url.to_owned());
+    match SECURE_CA.get().and_then(Option::as_ref) {
+        None => b,
+        Some(ca) => b
+            .tls_ca_file(ca)
+            .expect("read the CA file")
+            .credentials("admin", "changeit"),
+    }
+}
+
 /// `n` client handles over `connections` connections (0: one each).
 async fn clients_over(url: &str, n: usize, connections: usize, sessions: bool) -> Vec<Client> {
     let connections = if connections == 0 {
@@ -105,7 +126,7 @@ async fn clients_over(url: &str, n: usize, connections: usize, sessions: bool) -
     let mut conns = Vec::new();
     for _ in 0..connections {
         conns.push(
-            Client::builder(url.to_owned())
+            builder(url)
                 .append_sessions(sessions)
                 .connect()
                 .await
@@ -155,10 +176,22 @@ where
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
-    let (url, _spawned) = match &args.server {
-        Some(u) => (u.clone(), None),
-        None => {
+    let (url, _spawned) = match (&args.server, args.secure) {
+        (Some(u), _) => {
+            let _ = SECURE_CA.set(args.secure.then(|| {
+                args.tls_ca
+                    .clone()
+                    .expect("--secure with --server needs --tls-ca")
+            }));
+            (u.clone(), None)
+        }
+        (None, false) => {
             let (u, s) = spawn_server();
+            (u, Some(s))
+        }
+        (None, true) => {
+            let (u, s, ca) = strata_benches::spawn_secure_server(&[]);
+            let _ = SECURE_CA.set(Some(ca));
             (u, Some(s))
         }
     };
@@ -212,7 +245,7 @@ async fn main() {
                 pct(&lats, 0.99)
             );
         }
-        let c = Client::connect(url.clone()).await.unwrap();
+        let c = builder(&url).connect().await.unwrap();
         let t = Instant::now();
         let got = c.flood(1_000_000, 16).await.unwrap();
         println!(
@@ -291,7 +324,7 @@ async fn main() {
     }
 
     if only.contains(&"read") {
-        let c = Client::connect(url.clone()).await.unwrap();
+        let c = builder(&url).connect().await.unwrap();
         let t = Instant::now();
         let n = c
             .read_all(ReadOptions::default())
@@ -456,7 +489,7 @@ async fn run_group(
     defaults: bool,
 ) -> GroupRun {
     let prefix = format!("grp-{}-", Uuid::new_v4().simple());
-    let admin = Client::connect(url.to_owned()).await.unwrap();
+    let admin = builder(url).connect().await.unwrap();
     let group = format!("bench-{consumers}");
     let settings = if defaults {
         GroupSettings {
@@ -476,7 +509,7 @@ async fn run_group(
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut readers = Vec::new();
     for _ in 0..consumers {
-        let c = Client::connect(url.to_owned()).await.unwrap();
+        let c = builder(url).connect().await.unwrap();
         let mut consumer = c.consume_group("$all", &group, 1000).await.unwrap();
         readers.push(tokio::spawn(async move {
             let mut acked = 0usize;
