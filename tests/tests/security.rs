@@ -862,3 +862,36 @@ fn settings_defaults_apply_and_all_reads_leave_out_unreadable_streams() {
         assert!(all.contains("secret-1") && all.contains("$user-bob"), "{all:?}");
     });
 }
+
+/// A client that connects to the TLS port and never finishes its handshake (silent, or a few
+/// bytes of one) is closed after the handshake timeout and holds nothing afterwards.
+#[test]
+fn stalled_tls_handshakes_are_closed_after_the_handshake_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &[]);
+    let server = secure(dir.path(), &certs, &["--handshake-timeout", "1s"]);
+    let mut silent = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut partial = std::net::TcpStream::connect(server.addr).unwrap();
+    // The first bytes of a TLS ClientHello record, then nothing.
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    for s in [&mut silent, &mut partial] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "the server answered a stalled handshake");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a stalled handshake was kept {:?}",
+            started.elapsed()
+        );
+    }
+    // The server still serves.
+    rt().block_on(async {
+        let c = server.client_as(&certs, Some(ADMIN)).await.unwrap();
+        c.append("after", Exp::Any, ev()).await.unwrap();
+    });
+}
