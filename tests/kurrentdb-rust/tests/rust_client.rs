@@ -113,3 +113,57 @@ fn the_official_rust_client_appends_reads_and_subscribes() {
         }
     });
 }
+
+/// The same client against a secure server: TLS with the CA file in the connection string,
+/// admin's credentials in it; without credentials the server refuses, and the client reports
+/// access denied.
+#[test]
+fn the_official_rust_client_works_over_tls_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = strata_tests::dev_certs(dir.path(), &[]);
+    let flags = strata_tests::tls_flags(&certs);
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(["--durability", "no-sync"]);
+    let server = Server::start(&dir.path().join("data"), &args);
+    let ca = certs.join("ca.pem");
+    rt().block_on(async {
+        let url = |creds: &str| {
+            format!(
+                "kurrentdb://{creds}127.0.0.1:{}?tls=true&tlsCAFile={}",
+                server.addr.port(),
+                ca.display()
+            )
+        };
+        let client = Client::new(url("admin:changeit@").parse().unwrap()).unwrap();
+        client
+            .append_to_stream(
+                "secure-rust",
+                &AppendToStreamOptions::default(),
+                EventData::json("Placed", &serde_json::json!({ "i": 1 })).unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut read = client
+            .read_stream(
+                "secure-rust",
+                &ReadStreamOptions::default().position(StreamPosition::Start),
+            )
+            .await
+            .unwrap();
+        let first = read.next().await.unwrap().unwrap();
+        assert_eq!(first.get_original_event().event_type, "Placed");
+
+        let anonymous = Client::new(url("").parse().unwrap()).unwrap();
+        let refused = anonymous
+            .read_stream("secure-rust", &ReadStreamOptions::default())
+            .await;
+        let refused = match refused {
+            Err(e) => e,
+            Ok(mut s) => s.next().await.unwrap_err(),
+        };
+        assert!(
+            matches!(refused, kurrentdb::Error::AccessDenied),
+            "{refused:?}"
+        );
+    });
+}
