@@ -50,6 +50,10 @@ pub enum Error {
         stream: String,
         user: String,
     },
+    #[error("user '{0}' does not exist")]
+    UserNotFound(String),
+    #[error("user '{0}' already exists")]
+    UserExists(String),
     /// No usable credentials: none given, wrong, or the account is disabled.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
@@ -139,6 +143,8 @@ impl From<Status> for Error {
                     }
                 }
                 Some(Kind::Unauthenticated(u)) => return Error::Unauthenticated(u.reason),
+                Some(Kind::UserNotFound(u)) => return Error::UserNotFound(u.login),
+                Some(Kind::UserExists(u)) => return Error::UserExists(u.login),
                 Some(Kind::Internal(_)) | None => {}
             }
         }

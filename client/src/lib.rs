@@ -19,6 +19,7 @@ mod persistent;
 mod session;
 mod transport;
 mod types;
+mod users;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -43,6 +44,7 @@ pub use types::{
     AppendResult, Direction, EventData, ExpectedRevision, Filter, ReadFrom, RecordedEvent,
     ServerInfo, StreamInfo, StreamMetadata, SubscribeFrom, SubscriptionMessage,
 };
+pub use users::User;
 
 /// Options of a stream or `$all` read.
 #[derive(Debug, Clone, Default)]

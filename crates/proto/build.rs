@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strata/v1/subscriptions.proto",
         "strata/v1/persistent.proto",
         "strata/v1/server.proto",
+        "strata/v1/users.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -31,12 +31,13 @@ use strata_kurrentdb_proto::event_store::client::{
 };
 
 /// Services reported by `grpc.health.v1` ("" is the server as a whole).
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "",
     "strata.v1.Streams",
     "strata.v1.Subscriptions",
     "strata.v1.PersistentSubscriptions",
     "strata.v1.Server",
+    "strata.v1.Users",
 ];
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -417,6 +418,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     crate::auth::install(strata_auth::Authorizer::new(engine.clone()));
+    let strata_users = strata_proto::v1::users_server::UsersServer::new(
+        crate::auth::users_service::UsersService::new(users.clone()),
+    );
     let k_users = KUsersServer::new(crate::auth::kurrent_users::KurrentUsers::new(users));
     ready.open(
         tonic::service::Routes::new(health_service)
@@ -425,6 +429,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             .add_service(subscriptions)
             .add_service(persistent)
             .add_service(info)
+            .add_service(strata_users)
             // The KurrentDB client protocol v1, for existing KurrentDB clients.
             .add_service(k_streams)
             .add_service(k_persistent)

@@ -895,3 +895,75 @@ fn stalled_tls_handshakes_are_closed_after_the_handshake_timeout() {
         c.append("after", Exp::Any, ev()).await.unwrap();
     });
 }
+
+/// Strata's own `Users` service and the client's methods, with typed errors.
+#[test]
+fn strata_api_manages_users_with_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &[]);
+    let server = secure(dir.path(), &certs, &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let admin = server.client_as(&certs, Some(ADMIN)).await.unwrap();
+        admin
+            .create_user("dave", "d1", "Dave", &["readers"])
+            .await
+            .unwrap();
+        assert!(matches!(
+            admin.create_user("dave", "d1", "", &[]).await,
+            Err(Error::UserExists(l)) if l == "dave"
+        ));
+        assert!(matches!(
+            admin.get_user("nobody").await,
+            Err(Error::UserNotFound(_))
+        ));
+        assert!(matches!(
+            admin.create_user("bad:name", "x", "", &[]).await,
+            Err(Error::InvalidArgument { .. })
+        ));
+        let logins: Vec<_> = admin
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.login)
+            .collect();
+        assert_eq!(logins, ["admin", "dave", "ops"]);
+        admin
+            .update_user("dave", "David", &["readers", "writers"], None)
+            .await
+            .unwrap();
+        let dave = server
+            .client_as(&certs, Some(("dave", "d1")))
+            .await
+            .unwrap();
+        let me = dave.get_user("dave").await.unwrap();
+        assert_eq!((me.full_name.as_str(), me.groups.len()), ("David", 2));
+        assert!(matches!(
+            dave.get_user("admin").await,
+            Err(Error::AccessDenied { .. })
+        ));
+        assert!(matches!(
+            dave.list_users().await,
+            Err(Error::AccessDenied { .. })
+        ));
+        assert!(matches!(
+            dave.change_password("dave", "wrong", "d2").await,
+            Err(Error::AccessDenied { .. })
+        ));
+        dave.change_password("dave", "d1", "d2").await.unwrap();
+        admin.set_user_enabled("dave", false).await.unwrap();
+        assert!(admin.get_user("dave").await.unwrap().disabled);
+        admin.reset_password("dave", "d3").await.unwrap();
+        admin.set_user_enabled("dave", true).await.unwrap();
+        let dave = server
+            .client_as(&certs, Some(("dave", "d3")))
+            .await
+            .unwrap();
+        assert_eq!(dave.get_user("dave").await.unwrap().login, "dave");
+        admin.delete_user("dave").await.unwrap();
+        assert!(matches!(
+            admin.delete_user("dave").await,
+            Err(Error::UserNotFound(_))
+        ));
+    });
+}

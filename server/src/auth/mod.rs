@@ -7,12 +7,13 @@
 //! - `layer`: authenticates every request (Basic credentials, or a client certificate) and
 //!   puts the caller's [`Access`] in its extensions.
 //! - `certs`: `strata certs dev`, development certificates.
-//! - `kurrent_users`: KurrentDB's `Users` service.
+//! - `kurrent_users`, `users_service`: KurrentDB's `Users` service and Strata's.
 
 pub mod certs;
 pub mod kurrent_users;
 pub mod layer;
 pub mod mode;
+pub mod users_service;
 
 use std::sync::OnceLock;
 
