@@ -516,10 +516,12 @@ pub async fn serve(
                     },
                 ),
             );
-            let listener = TlsListener {
-                tcp: listener,
-                acceptor,
-                timeout: Duration::from_secs(10),
+            let listener = match TlsListener::new(listener, acceptor, Duration::from_secs(10)) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics listener failed");
+                    return;
+                }
             };
             axum::serve(
                 listener,

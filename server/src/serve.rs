@@ -418,10 +418,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     crate::auth::install(strata_auth::Authorizer::new(engine.clone()));
+    drop(users);
     let strata_users = strata_proto::v1::users_server::UsersServer::new(
-        crate::auth::users_service::UsersService::new(users.clone()),
+        crate::auth::users_service::UsersService::new(authenticator.clone()),
     );
-    let k_users = KUsersServer::new(crate::auth::kurrent_users::KurrentUsers::new(users));
+    let k_users = KUsersServer::new(crate::auth::kurrent_users::KurrentUsers::new(
+        authenticator.clone(),
+    ));
     ready.open(
         tonic::service::Routes::new(health_service)
             .add_service(reflection)
@@ -520,8 +523,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         );
     }
     drop(groups);
-    if let Some(t) = metrics_task {
-        let _ = tokio::time::timeout(DRAIN, t).await;
+    if let Some(mut t) = metrics_task {
+        if tokio::time::timeout(DRAIN, &mut t).await.is_err() {
+            t.abort();
+        }
     }
     // Reads and subscriptions still finishing hold the engine for a moment.
     let mut engine = engine;

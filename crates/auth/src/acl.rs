@@ -237,8 +237,16 @@ impl Authorizer {
             Access::User(p) if p.is_admin() => return true,
             Access::User(p) => p,
         };
-        // Accounts (password hashes among them) are for admins, whatever the lists say.
-        if crate::users::is_user_stream(stream.trim_start_matches("$$")) {
+        // Accounts (password hashes among them) are for admins, whatever the lists say; so is
+        // changing the defaults, which would change every list.
+        let target = stream.trim_start_matches("$$");
+        if crate::users::is_user_stream(target)
+            || (target == SETTINGS_STREAM
+                && matches!(
+                    op,
+                    Operation::Write | Operation::Delete | Operation::MetadataWrite
+                ))
+        {
             return false;
         }
         let (stream, op) = match stream.strip_prefix("$$") {

@@ -17,6 +17,10 @@ pub enum Error {
         revision: u64,
         reason: String,
     },
+    #[error("too many failed password checks from this address; retry in {retry_after_secs} s")]
+    TooManyFailures { retry_after_secs: u64 },
+    #[error("every password check is busy (many logins at once); retry shortly")]
+    Busy,
     #[error(transparent)]
     Engine(#[from] strata_engine::Error),
 }

@@ -1,7 +1,7 @@
 //! User accounts, kept in the log (`$users`, `$user-<login>`) and in memory.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use serde::{Deserialize, Serialize};
 use strata_engine::{Direction, Engine, EventData, ExpectedRevision, StreamFrom};
@@ -54,7 +54,11 @@ struct ListEntry {
 
 /// Every account of one store.
 pub struct Users {
-    engine: Arc<Engine>,
+    /// Not kept alive by the accounts: the store closes when its owner lets go of it.
+    engine: Weak<Engine>,
+    /// Password hashing and checking, shared with the [`crate::Authenticator`]: at most
+    /// [`crate::authenticate::KDF_SLOTS`] at once.
+    kdf: Arc<tokio::sync::Semaphore>,
     accounts: RwLock<HashMap<String, Arc<UserRecord>>>,
     /// Changes are made one at a time.
     writes: tokio::sync::Mutex<()>,
@@ -86,6 +90,9 @@ pub fn validate_login(login: &str) -> Result<()> {
     }
     if login.trim() != login {
         return bad("starts or ends with white space");
+    }
+    if login.starts_with('$') {
+        return bad("starts with '$', which is kept for groups such as $admins");
     }
     Ok(())
 }
@@ -126,10 +133,14 @@ fn validate_groups(groups: &[String]) -> Result<()> {
     Ok(())
 }
 
-async fn hash(password: String) -> String {
-    tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .expect("hashing does not panic")
+async fn hash(kdf: &Arc<tokio::sync::Semaphore>, password: String) -> String {
+    let slot = kdf.clone().acquire_owned().await.expect("never closed");
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        password::hash(&password)
+    })
+    .await
+    .expect("hashing does not panic")
 }
 
 fn json_event(event_type: &str, value: &impl Serialize) -> EventData {
@@ -197,7 +208,8 @@ impl Users {
             }
         }
         Ok(Users {
-            engine,
+            engine: Arc::downgrade(&engine),
+            kdf: Arc::new(tokio::sync::Semaphore::new(crate::authenticate::KDF_SLOTS)),
             accounts: RwLock::new(accounts),
             writes: tokio::sync::Mutex::new(()),
         })
@@ -224,10 +236,22 @@ impl Users {
         all
     }
 
+    /// The password-check slots (shared with the authenticator).
+    pub fn kdf_slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.kdf.clone()
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>> {
+        self.engine
+            .upgrade()
+            .ok_or(Error::Engine(strata_engine::Error::Closed))
+    }
+
     /// Whether the store was ever given accounts.
     fn initialised(&self) -> bool {
         self.engine
-            .stream_info(USERS_STREAM)
+            .upgrade()
+            .and_then(|e| e.stream_info(USERS_STREAM))
             .is_some_and(|i| i.last_revision.is_some())
     }
 
@@ -243,11 +267,8 @@ impl Users {
             for (login, full, group, password) in initial {
                 let default = password.is_none();
                 let pw = password.unwrap_or_else(|| DEFAULT_PASSWORD.to_owned());
-                self.create(login, full, vec![group.to_owned()], &pw)
+                self.create_with(login, full, vec![group.to_owned()], &pw, default)
                     .await?;
-                if default {
-                    self.mark_default(login).await?;
-                }
             }
             return Ok(());
         }
@@ -265,13 +286,9 @@ impl Users {
         Ok(())
     }
 
-    async fn mark_default(&self, login: &str) -> Result<()> {
-        self.change(login, |r| r.default_password = true).await
-    }
-
     async fn store(&self, record: UserRecord) -> Result<()> {
         let stream = format!("{USER_STREAM_PREFIX}{}", record.login_name);
-        self.engine
+        self.engine()?
             .append_system(
                 &stream,
                 ExpectedRevision::Any,
@@ -292,6 +309,18 @@ impl Users {
         groups: Vec<String>,
         password: &str,
     ) -> Result<()> {
+        self.create_with(login, full_name, groups, password, false)
+            .await
+    }
+
+    async fn create_with(
+        &self,
+        login: &str,
+        full_name: &str,
+        groups: Vec<String>,
+        password: &str,
+        default_password: bool,
+    ) -> Result<()> {
         validate_login(login)?;
         validate_password(password)?;
         validate_groups(&groups)?;
@@ -305,13 +334,13 @@ impl Users {
             login_name: login.into(),
             full_name: full_name.into(),
             groups,
-            password_hash: hash(password.to_owned()).await,
+            password_hash: hash(&self.kdf, password.to_owned()).await,
             disabled: false,
-            default_password: false,
+            default_password,
             last_updated_ns: now_ns(),
         };
         self.store(record).await?;
-        self.engine
+        self.engine()?
             .append_system(
                 USERS_STREAM,
                 ExpectedRevision::Any,
@@ -348,7 +377,7 @@ impl Users {
         let new_hash = match password.filter(|p| !p.is_empty()) {
             Some(p) => {
                 validate_password(p)?;
-                Some(hash(p.to_owned()).await)
+                Some(hash(&self.kdf, p.to_owned()).await)
             }
             None => None,
         };
@@ -369,34 +398,12 @@ impl Users {
 
     pub async fn reset_password(&self, login: &str, new_password: &str) -> Result<()> {
         validate_password(new_password)?;
-        let h = hash(new_password.to_owned()).await;
+        let h = hash(&self.kdf, new_password.to_owned()).await;
         self.change(login, |r| {
             r.password_hash = h;
             r.default_password = false;
         })
         .await
-    }
-
-    /// Changes a password given the current one.
-    pub async fn change_password(
-        &self,
-        login: &str,
-        current: &str,
-        new_password: &str,
-    ) -> Result<()> {
-        let record = self.get(login).ok_or_else(|| Error::UserNotFound {
-            login: login.into(),
-        })?;
-        let (current, phc) = (current.to_owned(), record.password_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || password::verify(&current, &phc))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            return Err(Error::WrongPassword {
-                login: login.into(),
-            });
-        }
-        self.reset_password(login, new_password).await
     }
 
     pub async fn delete(&self, login: &str) -> Result<()> {
@@ -408,7 +415,7 @@ impl Users {
         }
         let stream = format!("{USER_STREAM_PREFIX}{login}");
         let gone = serde_json::json!({ "loginName": login });
-        self.engine
+        self.engine()?
             .append_system(
                 &stream,
                 ExpectedRevision::Any,
@@ -416,7 +423,7 @@ impl Users {
             )
             .await?;
         self.accounts.write().expect("accounts lock").remove(login);
-        self.engine
+        self.engine()?
             .append_system(
                 USERS_STREAM,
                 ExpectedRevision::Any,

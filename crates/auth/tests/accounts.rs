@@ -50,6 +50,7 @@ async fn accounts_live_in_the_log_and_credentials_follow_changes() {
         .unwrap();
     assert!(users.create("alice", "", vec![], "x").await.is_err());
     assert!(users.create("bad:name", "", vec![], "x").await.is_err());
+    assert!(users.create("$admins", "", vec![], "x").await.is_err());
     assert!(open_auth
         .authenticate(client, "alice", "s3cret")
         .await
@@ -61,11 +62,14 @@ async fn accounts_live_in_the_log_and_credentials_follow_changes() {
         Err(AuthFailure::BadCredentials)
     );
     users.set_disabled("alice", false).await.unwrap();
-    users
-        .change_password("alice", "s3cret", "n3w")
+    open_auth
+        .change_password(client, "alice", "s3cret", "n3w")
         .await
         .unwrap();
-    assert!(users.change_password("alice", "wrong", "x").await.is_err());
+    assert!(open_auth
+        .change_password(client, "alice", "wrong", "x")
+        .await
+        .is_err());
     let other = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
     assert_eq!(
         open_auth.authenticate(other, "alice", "s3cret").await,
@@ -86,6 +90,13 @@ async fn accounts_live_in_the_log_and_credentials_follow_changes() {
         Err(AuthFailure::TooManyFailures { .. })
     ));
     assert!(open_auth.authenticate(other, "alice", "n3w").await.is_ok());
+    // A credential proved only from another address is not let through the lock-out: the
+    // locked address cannot test passwords against the cache.
+    assert!(open_auth.authenticate(client, "ops", "opspw").await.is_ok());
+    assert!(matches!(
+        open_auth.authenticate(other, "ops", "opspw").await,
+        Err(AuthFailure::TooManyFailures { .. })
+    ));
     assert!(matches!(
         open_auth.authenticate(other, "nobody", "x").await,
         Err(AuthFailure::TooManyFailures { .. })
@@ -100,7 +111,7 @@ async fn accounts_live_in_the_log_and_credentials_follow_changes() {
     let engine = Arc::try_unwrap(engine).ok().unwrap();
     engine.close().unwrap();
     let engine = open(dir.path());
-    let users = Arc::new(Users::load(engine).unwrap());
+    let users = Arc::new(Users::load(engine.clone()).unwrap());
     let listed: Vec<_> = users.list().iter().map(|r| r.login_name.clone()).collect();
     assert_eq!(listed, ["admin", "alice"]);
     // Initial users are not created again, and a configured password replaces a default one.

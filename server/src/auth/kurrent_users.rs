@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use strata_auth::{Access, Error, Users};
+use strata_auth::{Access, Authenticator, Error, Users};
 use strata_kurrentdb_proto::event_store::client::users::{
     self as ku, users_server::Users as UsersApi,
 };
@@ -14,17 +14,17 @@ use tonic::{Code, Request, Response, Status};
 use crate::kurrent::status::access_denied;
 
 pub struct KurrentUsers {
-    users: Option<Arc<Users>>,
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl KurrentUsers {
     /// `None` in insecure mode: there are no accounts to manage.
-    pub fn new(users: Option<Arc<Users>>) -> Self {
-        KurrentUsers { users }
+    pub fn new(auth: Option<Arc<Authenticator>>) -> Self {
+        KurrentUsers { auth }
     }
 
     fn users(&self) -> Result<&Arc<Users>, Status> {
-        self.users.as_ref().ok_or_else(|| {
+        self.auth.as_ref().map(|a| a.users()).ok_or_else(|| {
             Status::failed_precondition("this server runs insecure (no authentication), so it has no users to manage; start it with --tls-cert and --tls-key")
         })
     }
@@ -51,6 +51,8 @@ fn error(e: Error) -> Status {
         Error::InvalidArgument { .. } => Status::invalid_argument(message),
         Error::WrongPassword { .. } => Status::new(Code::PermissionDenied, message),
         Error::Corrupt { .. } => Status::data_loss(message),
+        Error::TooManyFailures { .. } => Status::unauthenticated(message),
+        Error::Busy => Status::unavailable(message),
         Error::Engine(e) => {
             super::super::kurrent::status::from_strata(crate::status::from_engine(e))
         }
@@ -204,9 +206,11 @@ impl UsersApi for KurrentUsers {
             .map(|o| o.login_name.clone())
             .unwrap_or_default();
         self_or_admin(&request, &login)?;
+        let client = super::client_ip(&request);
         let o = options!(request);
-        self.users()?
-            .change_password(&o.login_name, &o.current_password, &o.new_password)
+        self.users()?;
+        let auth = self.auth.as_ref().expect("checked by users()");
+        auth.change_password(client, &o.login_name, &o.current_password, &o.new_password)
             .await
             .map_err(error)?;
         Ok(Response::new(ku::ChangePasswordResp {}))

@@ -143,6 +143,7 @@ async fn authenticate(
                 "too many failed logins from this address; retry in {} s",
                 retry_after.as_secs().max(1)
             )),
+            Err(AuthFailure::Busy) => Err("BUSY".into()),
             Err(AuthFailure::DefaultPassword { login }) => Err(format!(
                 "{login} still has the default password, which this server refuses because it listens beyond loopback; set another (see docs/security.md)"
             )),
@@ -204,6 +205,12 @@ where
                         }
                         Ok(access) => {
                             req.extensions_mut().insert(access);
+                        }
+                        Err(reason) if reason == "BUSY" => {
+                            return Ok(Status::unavailable(
+                                "every password check is busy (many logins at once); retry shortly",
+                            )
+                            .into_http())
                         }
                         Err(reason) => return Ok(unauthenticated(&path, &reason)),
                     }

@@ -30,6 +30,15 @@ pub fn install(authorizer: Authorizer) {
     let _ = AUTHORIZER.set(authorizer);
 }
 
+/// The client's address, for limits on failed password checks.
+pub fn client_ip<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<crate::net::listener::PeerInfo>()
+        .and_then(|p| p.tcp.remote_addr())
+        .map(|a| a.ip())
+}
+
 /// Who made the request. A request that did not pass the authentication layer (which never
 /// happens on the server's port) is anonymous, so nothing is allowed by mistake.
 pub fn access<T>(request: &tonic::Request<T>) -> Access {

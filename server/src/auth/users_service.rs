@@ -4,24 +4,24 @@
 use std::sync::Arc;
 
 use prost::Message;
-use strata_auth::{Access, Error, UserRecord, Users};
+use strata_auth::{Access, Authenticator, Error, UserRecord, Users};
 use strata_proto::v1::{self, error_detail::Kind, users_server::Users as UsersApi};
 use tonic::{Code, Request, Response, Status};
 
 use crate::status::{from_engine, invalid};
 
 pub struct UsersService {
-    users: Option<Arc<Users>>,
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl UsersService {
     /// `None` in insecure mode.
-    pub fn new(users: Option<Arc<Users>>) -> Self {
-        UsersService { users }
+    pub fn new(auth: Option<Arc<Authenticator>>) -> Self {
+        UsersService { auth }
     }
 
     fn users(&self) -> Result<&Arc<Users>, Status> {
-        self.users.as_ref().ok_or_else(|| {
+        self.auth.as_ref().map(|a| a.users()).ok_or_else(|| {
             Status::failed_precondition("this server runs insecure (no authentication), so it has no users to manage; start it with --tls-cert and --tls-key")
         })
     }
@@ -57,6 +57,12 @@ pub fn from_auth(e: Error) -> Status {
             }),
         ),
         Error::Corrupt { .. } => Status::data_loss(message),
+        Error::TooManyFailures { .. } => detail(
+            Code::Unauthenticated,
+            message.clone(),
+            Kind::Unauthenticated(v1::Unauthenticated { reason: message }),
+        ),
+        Error::Busy => Status::unavailable(message),
         Error::Engine(e) => from_engine(e),
     }
 }
@@ -183,9 +189,11 @@ impl UsersApi for UsersService {
         request: Request<v1::ChangePasswordRequest>,
     ) -> Result<Response<v1::ChangePasswordResponse>, Status> {
         self_or_admin(&request, &request.get_ref().login)?;
+        let client = super::client_ip(&request);
         let r = request.into_inner();
-        self.users()?
-            .change_password(&r.login, &r.current_password, &r.new_password)
+        self.users()?;
+        let auth = self.auth.as_ref().expect("checked by users()");
+        auth.change_password(client, &r.login, &r.current_password, &r.new_password)
             .await
             .map_err(from_auth)?;
         Ok(Response::new(v1::ChangePasswordResponse {}))

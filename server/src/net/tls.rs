@@ -83,13 +83,62 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfi
     Ok(Arc::new(config))
 }
 
-/// A TLS listener for the metrics endpoint (axum). Handshakes run one at a time, each within
-/// the handshake timeout: a scraper is one client, and a slow one delays others by at most
-/// that long.
+/// A TLS listener for the metrics endpoint (axum). Each handshake runs in its own task within
+/// the handshake timeout, at most [`METRICS_HANDSHAKES`] at once, so silent connections delay
+/// nobody.
 pub struct TlsListener {
-    pub tcp: tokio::net::TcpListener,
-    pub acceptor: tokio_rustls::TlsAcceptor,
-    pub timeout: std::time::Duration,
+    local: std::net::SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+}
+
+/// Metrics TLS handshakes in progress at once; more connections wait to be accepted.
+pub const METRICS_HANDSHAKES: usize = 64;
+
+impl TlsListener {
+    pub fn new(
+        tcp: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(METRICS_HANDSHAKES);
+        let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (tcp, addr) = tokio::select! {
+                    _ = tx.closed() => return,
+                    accepted = tcp.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "metrics accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "metrics TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%addr, "metrics TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { local, ready })
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -97,25 +146,15 @@ impl axum::serve::Listener for TlsListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (tcp, addr) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::debug!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "metrics TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "metrics TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accept task ends only when this listener is dropped.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }
 
