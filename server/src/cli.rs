@@ -10,13 +10,17 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::json;
 use strata_client::{
-    Client, Error, EventData, ExpectedRevision, Filter, ReadFrom, ReadOptions, RecordedEvent,
+    Error, EventData, ExpectedRevision, Filter, ReadFrom, ReadOptions, RecordedEvent,
     StreamMetadata, SubscribeFrom, SubscriptionMessage,
 };
 use uuid::Uuid;
 
 mod group;
+mod opts;
 mod user;
+
+use opts::connect;
+pub use opts::ClientOpts;
 
 pub const EXIT_WRONG_EXPECTED_REVISION: i32 = 3;
 pub const EXIT_NOT_FOUND: i32 = 4;
@@ -25,40 +29,6 @@ pub const EXIT_UNAVAILABLE: i32 = 6;
 pub const EXIT_INVALID: i32 = 7;
 pub const EXIT_EXISTS: i32 = 9;
 pub const EXIT_DENIED: i32 = 10;
-
-#[derive(Debug, Args, Clone)]
-pub struct ClientOpts {
-    /// Server URL.
-    #[arg(long, env = "STRATA_SERVER", default_value = "http://127.0.0.1:2113")]
-    server: String,
-    /// One JSON object per line instead of human-readable output.
-    #[arg(long)]
-    json: bool,
-    /// Deadline for each call, in seconds.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
-    /// User to log in as (with --password; over https:// only). The URL may carry them too:
-    /// https://admin:changeit@host:2113.
-    #[arg(long, env = "STRATA_USER")]
-    user: Option<String>,
-    /// Password of --user.
-    #[arg(
-        long,
-        env = "STRATA_PASSWORD",
-        hide_env_values = true,
-        requires = "user"
-    )]
-    password: Option<String>,
-    /// PEM file of the CA that signed the server's certificate (needed for https://).
-    #[arg(long, env = "STRATA_TLS_CA")]
-    tls_ca: Option<std::path::PathBuf>,
-    /// PEM client certificate, to log in by certificate (with --client-key).
-    #[arg(long, env = "STRATA_CLIENT_CERT", requires = "client_key")]
-    client_cert: Option<std::path::PathBuf>,
-    /// PEM key of --client-cert.
-    #[arg(long, env = "STRATA_CLIENT_KEY", requires = "client_cert")]
-    client_key: Option<std::path::PathBuf>,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -258,25 +228,6 @@ fn parse_expected(s: &str) -> Result<ExpectedRevision, String> {
             .map(ExpectedRevision::Exact)
             .map_err(|_| format!("{s:?}: use any, no-stream, exists or a revision number")),
     }
-}
-
-async fn connect(opts: &ClientOpts) -> Result<Client, Error> {
-    let mut b =
-        Client::builder(opts.server.clone()).timeout(Some(Duration::from_secs(opts.timeout)));
-    if let Some(user) = &opts.user {
-        b = b.credentials(user.clone(), opts.password.clone().unwrap_or_default());
-    }
-    if let Some(ca) = &opts.tls_ca {
-        b = b.tls_ca_file(ca)?;
-    }
-    if let (Some(cert), Some(key)) = (&opts.client_cert, &opts.client_key) {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p)
-                .map_err(|e| Error::Connect(format!("cannot read {}: {e}", p.display())))
-        };
-        b = b.tls_identity_pem(read(cert)?, read(key)?);
-    }
-    b.connect().await
 }
 
 fn exit_code(e: &Error) -> i32 {

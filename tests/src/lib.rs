@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+pub mod secure;
+
 /// A two-worker runtime for tests that drive the server from async code.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,7 @@ macro_rules! expected_of {
 }
 
 pub mod append;
+mod append_errors;
 pub mod cluster;
 #[macro_use]
 mod group_settings;
