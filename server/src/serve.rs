@@ -125,6 +125,14 @@ pub struct ServeArgs {
     /// acknowledge; a group holding nothing still reads one event at a time.
     #[arg(long, env = "STRATA_GROUP_BUFFER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub group_buffer_memory: u64,
+    /// Host name (or address) KurrentDB gossip advertises for this node, e.g. the name in
+    /// the server's certificate or the one clients reach it by behind a port mapping. Default:
+    /// the address each client's connection reached.
+    #[arg(long, env = "STRATA_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// Port KurrentDB gossip advertises (default: the port each connection reached).
+    #[arg(long, env = "STRATA_ADVERTISE_PORT")]
+    pub advertise_port: Option<u16>,
     #[command(flatten)]
     pub security: crate::auth::mode::SecurityArgs,
 }
@@ -436,7 +444,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             // The KurrentDB client protocol v1, for existing KurrentDB clients.
             .add_service(k_streams)
             .add_service(k_persistent)
-            .add_service(KGossipServer::new(KurrentGossip))
+            .add_service(KGossipServer::new(KurrentGossip {
+                host: args.advertise_host.clone(),
+                port: args.advertise_port,
+            }))
             .add_service(KFeaturesServer::new(KurrentFeatures))
             .add_service(k_users),
     );

@@ -189,3 +189,25 @@ fn v1_stubs_see_features_gossip_structured_uuids_and_kurrentdb_errors() {
         assert_eq!(unimplemented.code(), tonic::Code::Unimplemented);
     });
 }
+
+/// Gossip advertises the configured host name and port instead of the connection's address
+/// (for clients behind a port mapping, or that check the certificate's name).
+#[test]
+fn gossip_advertises_the_configured_host_and_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--advertise-host", "db.example", "--advertise-port", "2113"],
+    );
+    rt().block_on(async {
+        let gossip = GossipClient::connect(server.url())
+            .await
+            .unwrap()
+            .read(kc::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        let ep = gossip.members[0].http_end_point.as_ref().unwrap();
+        assert_eq!((ep.address.as_str(), ep.port), ("db.example", 2113));
+    });
+}

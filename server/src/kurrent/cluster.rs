@@ -13,17 +13,24 @@ use super::uuid_to;
 
 static INSTANCE: LazyLock<Uuid> = LazyLock::new(Uuid::new_v4);
 
-pub struct KurrentGossip;
+/// What gossip advertises: the configured host and port (`--advertise-host`,
+/// `--advertise-port`), each defaulting to what the client's connection reached.
+#[derive(Debug, Clone, Default)]
+pub struct KurrentGossip {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
 
 #[tonic::async_trait]
 impl kg::gossip_server::Gossip for KurrentGossip {
     async fn read(&self, request: Request<kc::Empty>) -> Result<Response<kg::ClusterInfo>, Status> {
-        // Advertise the address the client reached us on.
         let local = request
             .extensions()
             .get::<crate::net::listener::PeerInfo>()
             .and_then(|p| p.tcp.local_addr())
             .ok_or_else(|| Status::internal("the connection's local address is unknown"))?;
+        let address = self.host.clone().unwrap_or_else(|| local.ip().to_string());
+        let port = self.port.unwrap_or(local.port());
         let ticks = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -36,8 +43,8 @@ impl kg::gossip_server::Gossip for KurrentGossip {
                 state: kg::member_info::VNodeState::Leader as i32,
                 is_alive: true,
                 http_end_point: Some(kg::EndPoint {
-                    address: local.ip().to_string(),
-                    port: u32::from(local.port()),
+                    address,
+                    port: u32::from(port),
                 }),
             }],
         }))
