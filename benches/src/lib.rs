@@ -74,6 +74,19 @@ pub fn spawn_secure_server(extra: &[&str]) -> (String, Spawned, std::path::PathB
     )
 }
 
+/// A client builder for `url`; with `ca`, over TLS trusting it and logged in as `admin`
+/// (the secure server of [`spawn_secure_server`]).
+pub fn client_builder(url: &str, ca: Option<&std::path::Path>) -> strata_client::ClientBuilder {
+    let b = strata_client::Client::builder(url.to_owned());
+    match ca {
+        None => b,
+        Some(ca) => b
+            .tls_ca_file(ca)
+            .expect("read the CA file")
+            .credentials("admin", "changeit"),
+    }
+}
+
 pub fn spawn_server() -> (String, Spawned) {
     spawn_server_with(&[])
 }

@@ -106,14 +106,7 @@ fn events(size: usize, n: usize) -> Vec<EventData> {
 static SECURE_CA: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
 
 fn builder(url: &str) -> strata_client::ClientBuilder {
-    let b = Client::builder(url.to_owned());
-    match SECURE_CA.get().and_then(Option::as_ref) {
-        None => b,
-        Some(ca) => b
-            .tls_ca_file(ca)
-            .expect("read the CA file")
-            .credentials("admin", "changeit"),
-    }
+    strata_benches::client_builder(url, SECURE_CA.get().and_then(Option::as_deref))
 }
 
 /// `n` client handles over `connections` connections (0: one each).

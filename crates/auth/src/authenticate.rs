@@ -263,7 +263,10 @@ impl Authenticator {
         }
         // One check per login at a time; whoever waited may find the answer cached.
         let lock = self.login_lock(login);
-        let _one = lock.lock().await;
+        // Waiters for one login are bounded in time like the password-check slots.
+        let _one = tokio::time::timeout(KDF_WAIT, lock.lock())
+            .await
+            .map_err(|_| AuthFailure::Busy)?;
         let record = self.users.get(login);
         if let Some(r) = &record {
             if let Some((p, _)) = self.cached(login, r, digest) {
