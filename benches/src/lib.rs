@@ -1,5 +1,7 @@
 //! Shared by the benchmark binaries: starting a `strata serve` of this build to measure.
 
+pub mod kurrent;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

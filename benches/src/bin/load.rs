@@ -52,10 +52,12 @@ struct Args {
     /// Append with one unary call each instead of over append sessions.
     #[arg(long)]
     unary: bool,
-    /// Only these parts (comma-separated): transport,append,batch,read,subscribe,persistent.
+    /// Only these parts (comma-separated): transport,append,batch,read,subscribe,persistent,
+    /// and the same measured through the official KurrentDB Rust client: kdb-append,
+    /// kdb-batch, kdb-read.
     #[arg(
         long,
-        default_value = "transport,append,batch,read,subscribe,persistent"
+        default_value = "transport,append,batch,read,subscribe,persistent,kdb-append,kdb-batch,kdb-read"
     )]
     only: String,
     /// Consumer counts for the persistent-subscription runs (comma-separated list).
@@ -345,6 +347,19 @@ async fn main() {
             );
         }
     }
+
+    strata_benches::kurrent::Runs {
+        url: &url,
+        ca: SECURE_CA.get().and_then(Option::as_deref),
+        only: &only,
+        clients: &counts,
+        batch: args.batch,
+        batch_clients: args.batch_clients,
+        size: args.event_size,
+        secs: args.duration,
+    }
+    .run()
+    .await;
 
     if only.contains(&"subscribe") {
         let mut subs = Vec::new();

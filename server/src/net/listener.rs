@@ -109,6 +109,7 @@ pub struct PeerInfo {
 /// reads once the handshake deadline passes without a full preface.
 pub struct Conn {
     stream: Io,
+    fd: std::os::fd::RawFd,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     seen: usize,
     _permit: OwnedSemaphorePermit,
@@ -167,8 +168,12 @@ impl AsyncRead for Conn {
         }
         let before = buf.filled().len();
         let polled = io!(this, s => s.poll_read(cx, buf));
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            quick_ack(this.fd);
+        }
         if this.deadline.is_some() {
-            this.seen += buf.filled().len() - before;
+            this.seen += read;
             if this.seen >= PREFACE_LEN {
                 this.deadline = None;
             }
@@ -204,6 +209,32 @@ impl AsyncWrite for Conn {
             Io::Tls(s) => s.is_write_vectored(),
         }
     }
+}
+
+/// Asks the kernel to acknowledge what arrives on `fd` at once rather than delaying the ACK.
+///
+/// Linux turns quick-ACK mode off again by itself, so it is re-armed after every read. Without
+/// it a client that leaves Nagle's algorithm on (the official KurrentDB Rust client does) waits
+/// for our delayed ACK (40 ms) before sending the second small frame of a request: 22 appends
+/// per second at one client instead of thousands.
+fn quick_ack(fd: std::os::fd::RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is the open socket this connection owns; the option value is an int
+        // that lives across the call. A failure only leaves the kernel's default in place.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
 }
 
 fn out_of_fds(e: &io::Error) -> bool {
@@ -251,8 +282,10 @@ async fn accept_loop(
                 };
                 // Small gRPC frames must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
                 let conn = move |stream| Conn {
                     stream,
+                    fd,
                     deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
                     seen: 0,
                     _permit: permit,
