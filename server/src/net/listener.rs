@@ -110,6 +110,7 @@ pub struct PeerInfo {
 pub struct Conn {
     stream: Io,
     fd: std::os::fd::RawFd,
+    frames: Frames,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     seen: usize,
     _permit: OwnedSemaphorePermit,
@@ -169,7 +170,9 @@ impl AsyncRead for Conn {
         let before = buf.filled().len();
         let polled = io!(this, s => s.poll_read(cx, buf));
         let read = buf.filled().len() - before;
-        if read > 0 {
+        // A client part-way through a request gets our ACK at once (see `quick_ack`); one
+        // whose request arrived whole gets it with the response, as before.
+        if read > 0 && this.frames.feed(&buf.filled()[before..]) {
             quick_ack(this.fd);
         }
         if this.deadline.is_some() {
@@ -211,12 +214,68 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Where the client's HTTP/2 byte stream stands: enough to tell, after each read, whether the
+/// client is in the middle of sending a request.
+#[derive(Debug)]
+struct Frames {
+    /// Bytes still to skip: the preface, then the payload of the current frame.
+    skip: usize,
+    /// The header of the next frame, as far as it has arrived.
+    header: [u8; 9],
+    have: usize,
+    /// Whether the last complete frame header leaves its stream open for more (HEADERS or
+    /// DATA without END_STREAM).
+    open: bool,
+}
+
+impl Default for Frames {
+    fn default() -> Self {
+        Frames {
+            skip: PREFACE_LEN,
+            header: [0; 9],
+            have: 0,
+            open: false,
+        }
+    }
+}
+
+impl Frames {
+    /// Takes in bytes the client sent; true when they end part-way through a frame or after a
+    /// frame that leaves a request stream open (the client has more to send).
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == 9 {
+                let h = self.header;
+                self.skip = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                self.have = 0;
+                const DATA: u8 = 0;
+                const HEADERS: u8 = 1;
+                const END_STREAM: u8 = 0x1;
+                self.open = matches!(h[3], DATA | HEADERS) && h[4] & END_STREAM == 0;
+            }
+        }
+        self.skip > 0 || self.have > 0 || self.open
+    }
+}
+
 /// Asks the kernel to acknowledge what arrives on `fd` at once rather than delaying the ACK.
 ///
-/// Linux turns quick-ACK mode off again by itself, so it is re-armed after every read. Without
-/// it a client that leaves Nagle's algorithm on (the official KurrentDB Rust client does) waits
-/// for our delayed ACK (40 ms) before sending the second small frame of a request: 22 appends
-/// per second at one client instead of thousands.
+/// A client that leaves Nagle's algorithm on (the official KurrentDB Rust client does) holds
+/// back the second small frame of a request (the DATA after the HEADERS, the closing empty
+/// DATA) until its first is acknowledged, and Linux delays ACKs by up to 40 ms hoping to send
+/// them with a response: 22 appends per second at one client. Linux leaves quick-ACK mode by
+/// itself, so it is asked for after each read that ends part-way through a request; asking
+/// after every read costs one more packet per request and measurably slowed append sessions.
 fn quick_ack(fd: std::os::fd::RawFd) {
     #[cfg(target_os = "linux")]
     {
@@ -286,6 +345,7 @@ async fn accept_loop(
                 let conn = move |stream| Conn {
                     stream,
                     fd,
+                    frames: Frames::default(),
                     deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
                     seen: 0,
                     _permit: permit,
@@ -335,6 +395,41 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An HTTP/2 frame header: payload length, type, flags, stream 1.
+    fn frame(len: usize, kind: u8, flags: u8) -> Vec<u8> {
+        let l = (len as u32).to_be_bytes();
+        let mut f = vec![l[1], l[2], l[3], kind, flags, 0, 0, 0, 1];
+        f.resize(9 + len, 0xab);
+        f
+    }
+
+    #[test]
+    fn frames_tell_when_the_client_is_part_way_through_a_request() {
+        let mut f = Frames::default();
+        // The preface alone, then a SETTINGS frame: nothing pending.
+        assert!(f.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..20].as_ref()));
+        assert!(!f.feed(
+            &[
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[20..].to_vec(),
+                frame(6, 4, 0)
+            ]
+            .concat()
+        ));
+        // HEADERS without END_STREAM: the DATA is still to come.
+        assert!(f.feed(&frame(30, 1, 0x4)));
+        // DATA with END_STREAM, split in two reads: pending until its last byte.
+        let data = frame(100, 0, 0x1);
+        assert!(f.feed(&data[..5]));
+        assert!(f.feed(&data[5..50]));
+        assert!(!f.feed(&data[50..]));
+        // A whole unary request in one read (HEADERS, then DATA with END_STREAM): nothing.
+        assert!(!f.feed(&[frame(30, 1, 0x4), frame(10, 0, 0x1)].concat()));
+        // A streaming call's message (DATA without END_STREAM): more may follow.
+        assert!(f.feed(&frame(10, 0, 0)));
+        // HEADERS with END_STREAM (a request with no body).
+        assert!(!f.feed(&frame(30, 1, 0x5)));
+    }
 
     #[test]
     fn rate_limited_allows_once_per_interval() {
