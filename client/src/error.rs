@@ -29,6 +29,9 @@ pub enum Error {
     },
     #[error("append to '{stream}' partially overlaps events already written (event {event_id})")]
     IdempotencyConflict { stream: String, event_id: String },
+    /// Checks of a multi-stream append failed; nothing was written.
+    #[error("consistency checks failed: {}", violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))]
+    ChecksFailed { violations: Vec<CheckViolation> },
     #[error("persistent subscription group '{group}' on '{stream}' does not exist")]
     GroupNotFound { stream: String, group: String },
     #[error("persistent subscription group '{group}' on '{stream}' already exists")]
@@ -142,6 +145,20 @@ impl From<Status> for Error {
                         user: d.user,
                     }
                 }
+                Some(Kind::ChecksFailed(c)) => {
+                    return Error::ChecksFailed {
+                        violations: c
+                            .violations
+                            .into_iter()
+                            .map(|v| CheckViolation {
+                                check: v.check as usize,
+                                stream: v.stream,
+                                expected: expected_from_proto(v.expected),
+                                actual: v.actual_revision,
+                            })
+                            .collect(),
+                    }
+                }
                 Some(Kind::Unauthenticated(u)) => return Error::Unauthenticated(u.reason),
                 Some(Kind::UserNotFound(u)) => return Error::UserNotFound(u.login),
                 Some(Kind::UserExists(u)) => return Error::UserExists(u.login),
@@ -159,6 +176,31 @@ impl From<Status> for Error {
                 message: s.message().to_owned(),
             },
         }
+    }
+}
+
+/// A failed check of a multi-stream append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckViolation {
+    /// Index of the check, in the order the checks were added.
+    pub check: usize,
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    /// `None`: the stream has no events.
+    pub actual: Option<u64>,
+}
+
+impl std::fmt::Display for CheckViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "check {} on '{}' expected {}, actual {}",
+            self.check,
+            self.stream,
+            self.expected,
+            self.actual
+                .map_or("no stream".to_owned(), |r| r.to_string())
+        )
     }
 }
 

@@ -15,6 +15,7 @@
 //! The client depends only on the generated `strata.v1` API and its own types.
 
 mod error;
+mod multi;
 mod persistent;
 mod session;
 mod transport;
@@ -35,7 +36,8 @@ use tonic::Request;
 pub use transport::Transport;
 use transport::Transport as Channel;
 
-pub use error::{Error, Result};
+pub use error::{CheckViolation, Error, Result};
+pub use multi::{MultiAppend, MultiAppendResult, StreamAppended};
 pub use persistent::{
     ConsumerInfo, ConsumerStrategy, GroupConsumer, GroupEvent, GroupInfo, GroupMessage,
     GroupSettings, GroupStart, GroupStatus, NackAction,

@@ -1,5 +1,5 @@
 //! Compiles `proto/kurrentdb/*.proto` (the KurrentDB client protocol v1, written from its
-//! published wire format) with protox: server stubs only, no system `protoc` needed.
+//! published wire format, and the v2 multi-stream appends) with protox: server stubs only, no system `protoc` needed.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kurrentdb/gossip.proto",
         "kurrentdb/serverfeatures.proto",
         "kurrentdb/users.proto",
+        "kurrentdb/v2/streams.proto",
+        "kurrentdb/v2/errors.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -16,6 +16,7 @@ use strata_client::{
 use uuid::Uuid;
 
 mod group;
+mod multi;
 mod opts;
 mod user;
 
@@ -34,6 +35,8 @@ pub const EXIT_DENIED: i32 = 10;
 pub enum ClientCommand {
     /// Append one event to a stream.
     Append(AppendArgs),
+    /// Append to several streams atomically (events and checks from a JSON document).
+    AppendMulti(multi::AppendMultiArgs),
     /// Read a stream or $all.
     Read(ReadArgs),
     /// Subscribe to a stream or $all: history, then live events until interrupted.
@@ -232,7 +235,9 @@ fn parse_expected(s: &str) -> Result<ExpectedRevision, String> {
 
 fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::WrongExpectedRevision { .. } => EXIT_WRONG_EXPECTED_REVISION,
+        Error::WrongExpectedRevision { .. } | Error::ChecksFailed { .. } => {
+            EXIT_WRONG_EXPECTED_REVISION
+        }
         Error::StreamNotFound { .. } | Error::GroupNotFound { .. } => EXIT_NOT_FOUND,
         Error::GroupExists { .. } => EXIT_EXISTS,
         Error::StreamDeleted { .. } => EXIT_DELETED,
@@ -320,6 +325,7 @@ pub async fn run(cmd: ClientCommand) -> i32 {
     }
 }
 
+#[derive(Debug)]
 enum Failure {
     Client(Error),
     Usage(String),
@@ -356,6 +362,7 @@ async fn delete(a: DeleteArgs, hard: bool) -> Result<i32, Failure> {
 async fn execute(cmd: ClientCommand) -> Result<i32, Failure> {
     match cmd {
         ClientCommand::Group(g) => group::execute(g).await,
+        ClientCommand::AppendMulti(a) => multi::execute(a).await,
         ClientCommand::User(u) => user::execute(u).await,
         ClientCommand::Append(a) => {
             let client = connect(&a.opts).await?;

@@ -384,6 +384,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let info = ServerServer::new(InfoService::new(engine.clone()));
     let k_streams = KStreamsServer::new(KurrentStreams::new(engine.clone(), shutdown_rx.clone()))
         .max_decoding_message_size(decode_limit);
+    let k_streams_v2 = strata_kurrentdb_proto::kurrentdb::protocol::v2::streams::streams_service_server::StreamsServiceServer::new(
+        crate::kurrent::v2::KurrentStreamsV2::new(engine.clone()),
+    )
+    .max_decoding_message_size(decode_limit);
     let groups = Groups::open(engine.clone())
         .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?;
     groups.set_max_groups(args.max_groups);
@@ -443,6 +447,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             .add_service(strata_users)
             // The KurrentDB client protocol v1, for existing KurrentDB clients.
             .add_service(k_streams)
+            // The KurrentDB protocol v2: multi-stream appends.
+            .add_service(k_streams_v2)
             .add_service(k_persistent)
             .add_service(KGossipServer::new(KurrentGossip {
                 host: args.advertise_host.clone(),

@@ -128,6 +128,33 @@ pub fn from_engine(e: Error) -> Status {
                 max_size: max as u64,
             }),
         ),
+        Error::MultiAppendTooLarge { size, max } => with_detail(
+            Code::ResourceExhausted,
+            message,
+            Kind::AppendTooLarge(v1::AppendTooLarge {
+                stream: String::new(),
+                size: size as u64,
+                max_size: max as u64,
+            }),
+        ),
+        Error::ChecksFailed { violations } => with_detail(
+            Code::FailedPrecondition,
+            message,
+            Kind::ChecksFailed(v1::ChecksFailed {
+                violations: violations
+                    .into_iter()
+                    .map(|v| v1::CheckViolation {
+                        check: v.check as u32,
+                        stream: v.stream,
+                        expected: Some(expected_to_proto(v.expected)),
+                        actual_revision: match v.actual {
+                            CurrentRevision::NoStream => None,
+                            CurrentRevision::Revision(r) => Some(r),
+                        },
+                    })
+                    .collect(),
+            }),
+        ),
         Error::IdempotencyConflict {
             stream, event_id, ..
         } => with_detail(
@@ -202,6 +229,11 @@ pub fn from_persistent(e: strata_persistent::Error) -> Status {
             Kind::Internal(v1::Internal { reason: message }),
         ),
         P::ShuttingDown => shutting_down(),
+        P::Restarted => with_detail(
+            Code::Unavailable,
+            message.clone(),
+            Kind::Unavailable(v1::Unavailable { reason: message }),
+        ),
         P::BadState { .. } => with_detail(
             Code::Internal,
             message.clone(),

@@ -22,6 +22,7 @@ from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import (
     AlreadyExistsError,
     FailedPreconditionError,
+    InternalError,
     NotFoundError,
     StreamIsDeletedError,
     WrongCurrentVersionError,
@@ -403,6 +404,12 @@ class Deletes(unittest.TestCase):
         self.assertEqual(client.get_current_version(s), StreamState.NO_STREAM)
         with self.assertRaises(NotFoundError):
             client.delete_stream(uniq("del-missing"), current_version=0)
+        # A stream that was never written cannot be deleted, whatever is expected.
+        for expected in (StreamState.NO_STREAM, StreamState.ANY):
+            missing = uniq("del-missing")
+            with self.assertRaises(NotFoundError):
+                client.delete_stream(missing, current_version=expected)
+            self.assertEqual(client.get_stream_metadata(missing), ({}, StreamState.NO_STREAM))
 
     def test_soft_delete_then_append_no_stream_recreates(self):
         s = self._stream()
@@ -413,6 +420,35 @@ class Deletes(unittest.TestCase):
         self.assertEqual(ids(got), [e.id])
         self.assertEqual(got[0].stream_position, 3)
         self.assertEqual(client.get_current_version(s), 3)
+
+    def test_soft_delete_tb_is_the_maximum_until_the_stream_comes_back(self):
+        s = self._stream()
+        client.delete_stream(s, current_version=2)
+        metadata, version = client.get_stream_metadata(s)
+        self.assertEqual(metadata["$tb"], 9223372036854775807)
+        metadata["owner"] = "ops"
+        client.set_stream_metadata(s, metadata=metadata, current_version=version)
+        with self.assertRaises(NotFoundError):
+            client.get_stream(s)
+        client.append_to_stream(s, current_version=StreamState.NO_STREAM, events=[ev(10)])
+        metadata, _ = client.get_stream_metadata(s)
+        self.assertEqual(metadata, {"$tb": 3, "owner": "ops"})
+        self.assertEqual([e.stream_position for e in client.get_stream(s)], [3])
+
+    def test_metadata_of_a_tombstoned_stream(self):
+        s = self._stream()
+        client.set_stream_metadata(s, metadata={"a": 1}, current_version=StreamState.NO_STREAM)
+        client.set_stream_metadata(s, metadata={"a": 2}, current_version=0)
+        client.tombstone_stream(s, current_version=StreamState.ANY)
+        with self.assertRaises(StreamIsDeletedError):
+            client.get_stream_metadata(s)
+        # Writes are accepted, as by KurrentDB, counting from the last metadata revision.
+        client.set_stream_metadata(s, metadata={"a": 3}, current_version=1)
+        client.set_stream_metadata(s, metadata={"a": 4}, current_version=StreamState.ANY)
+        with self.assertRaises(StreamIsDeletedError):
+            client.get_stream_metadata(s)
+        with self.assertRaises(StreamIsDeletedError):
+            client.get_stream(s)
 
     def test_soft_delete_then_append_old_revision_recreates(self):
         s = self._stream()
@@ -777,6 +813,19 @@ class Persistent(unittest.TestCase):
         self.assertEqual(first.id, events[0].id)
         self.assertEqual(ids(got), [events[1].id, sentinel.id])
         self.assertEqual(client.get_subscription_info(g, s).parked_message_count, 0)
+
+    def test_inconsistent_settings_are_refused_as_kurrentdb_does(self):
+        # A history buffer smaller than a read batch, on create and on update, and an unknown
+        # consumer strategy: KurrentDB answers INTERNAL, which the client raises as its own.
+        g = uniq("g")
+        with self.assertRaises(InternalError):
+            client.create_subscription_to_all(g, read_batch_size=200, history_buffer_size=100)
+        client.create_subscription_to_all(g, read_batch_size=200, history_buffer_size=200)
+        with self.assertRaises(InternalError):
+            client.update_subscription_to_all(g, read_batch_size=200, history_buffer_size=100)
+        with self.assertRaises(InternalError):
+            client.create_subscription_to_all(uniq("g"), consumer_strategy="InvalidStrategy")
+        client.delete_subscription(g)
 
     def test_info_fields_stream(self):
         s, _ = self._stream(1)

@@ -57,6 +57,15 @@ fn the_python_client_scenarios_pass() {
     );
 }
 
+#[test]
+fn the_python_client_appends_to_many_streams_atomically_through_v2() {
+    run_script(
+        "kurrentdb_multi_append.py",
+        "multi-append scenarios:",
+        &["--durability", "no-sync", "--max-append-size", "65536"],
+    );
+}
+
 fn uuid_option(structured: bool) -> ks::read_req::options::UuidOption {
     use ks::read_req::options::uuid_option::Content;
     ks::read_req::options::UuidOption {
@@ -81,10 +90,29 @@ fn v1_stubs_see_features_gossip_structured_uuids_and_kurrentdb_errors() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(
-            features.event_store_server_version,
-            env!("CARGO_PKG_VERSION")
-        );
+        // The KurrentDB protocol level, numeric, as clients parse it (not Strata's version).
+        let version: Vec<u32> = features
+            .event_store_server_version
+            .split('.')
+            .map(|p| p.parse().expect("a numeric X.Y.Z version"))
+            .collect();
+        assert_eq!(version.len(), 3);
+        assert!(version[0] >= 24, "{version:?}");
+        // Every method listed is lower case, and every persistent-subscription management
+        // method is there (clients fall back to HTTP otherwise).
+        assert!(features
+            .methods
+            .iter()
+            .all(|m| m.method_name == m.method_name.to_lowercase()
+                && m.service_name == m.service_name.to_lowercase()));
+        for method in ["getinfo", "replayparked", "list", "restartsubsystem"] {
+            assert!(
+                features.methods.iter().any(|m| m.method_name == method
+                    && m.service_name
+                        == "event_store.client.persistent_subscriptions.persistentsubscriptions"),
+                "{method} is not listed"
+            );
+        }
         assert!(features
             .methods
             .iter()
@@ -179,14 +207,13 @@ fn v1_stubs_see_features_gossip_structured_uuids_and_kurrentdb_errors() {
             "stream-deleted"
         );
 
-        // Not part of the mapping: an honest UNIMPLEMENTED.
-        let unimplemented = PersistentSubscriptionsClient::connect(url)
+        // With no groups, a restart has nothing to do and succeeds.
+        PersistentSubscriptionsClient::connect(url)
             .await
             .unwrap()
             .restart_subsystem(kc::Empty {})
             .await
-            .unwrap_err();
-        assert_eq!(unimplemented.code(), tonic::Code::Unimplemented);
+            .unwrap();
     });
 }
 

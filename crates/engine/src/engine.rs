@@ -247,7 +247,7 @@ impl Engine {
 
     /// Hands a write to the writer thread (waiting for room in its queue); `reply` gets the
     /// result.
-    async fn queue(&self, op: Op, reply: Reply) {
+    pub(crate) async fn queue(&self, op: Op, reply: Reply) {
         if let Some(reason) = self.shared.poisoned() {
             return reply.send(Err(Error::ReadOnly { reason }));
         }

@@ -40,6 +40,16 @@ pub enum Error {
         max: usize,
     },
 
+    /// The encoded size of a multi-stream append is over the configured maximum append size.
+    #[error("multi-stream append is {size} bytes, over the maximum append size of {max} bytes; split it into smaller appends")]
+    MultiAppendTooLarge { size: usize, max: usize },
+
+    /// Checks of a multi-stream append failed; nothing was written.
+    #[error("consistency checks failed, nothing was written: {}", violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))]
+    ChecksFailed {
+        violations: Vec<crate::multi::CheckViolation>,
+    },
+
     /// Names starting with `$` belong to the system.
     #[error("stream name '{stream}' is reserved: names starting with '$' belong to the system (use the metadata, delete and tombstone operations)")]
     ReservedStream { stream: String },

@@ -6,6 +6,7 @@
 //! - `validate`: checks on names and events before a write is queued.
 //! - `lock`: the exclusive lock on the data and log directories.
 //! - `writer`: the single writer thread; expected-revision checks and group commit.
+//! - `multi`: multi-stream atomic appends (their types and validation).
 //! - `reader`: stream reads (via the index) and `$all` reads (via the segments); `reads`: the
 //!   public read operations on [`Engine`].
 //! - `recovery`: opening a log, re-indexing after the checkpoint, cutting a torn tail.
@@ -25,6 +26,7 @@ mod index;
 pub mod io;
 mod lock;
 pub mod metadata;
+mod multi;
 mod reader;
 mod reads;
 mod recent_ids;
@@ -40,6 +42,9 @@ pub use engine::{CommitObserver, Config, Durability, Engine, EngineStats, Verify
 pub use error::{Error, Result};
 pub use filter::{EventFilter, FilterOn};
 pub use metadata::StreamMetadata;
+pub use multi::{
+    CheckViolation, MultiAppend, MultiAppendResult, StreamAppended, StreamCheck, StreamWrite,
+};
 pub use reader::event_cost;
 pub use recovery::RecoveryReport;
 pub use types::*;

@@ -14,6 +14,11 @@ pub const METADATA_EVENT_TYPE: &str = "$metadata";
 /// Event type of the tombstone event in `$$<stream>`.
 pub const TOMBSTONE_EVENT_TYPE: &str = "$streamDeleted";
 
+/// `$tb` of a soft-deleted stream: every event is hidden (KurrentDB writes the same value). The
+/// first append after the delete rewrites it to that append's first revision, in the same
+/// atomic unit, so the stream reappears from there.
+pub const SOFT_DELETED_TB: u64 = i64::MAX as u64;
+
 /// The metadata stream of `stream`.
 pub fn metadata_stream(stream: &str) -> String {
     format!("$${stream}")

@@ -328,10 +328,20 @@ fn soft_delete_then_recreate_continues_revisions() {
         e.read_stream("cart", StreamFrom::Start, Direction::Forwards, 10),
         Err(Error::StreamNotFound { .. })
     ));
+    // Soft delete hides everything, with KurrentDB's `$tb`; the next append brings the stream
+    // back from its own first revision, in the same atomic unit.
+    assert_eq!(
+        e.get_stream_metadata("cart").unwrap().1.truncate_before,
+        Some(i64::MAX as u64)
+    );
     rt().block_on(async {
         let r = e.append("cart", Exp::NoStream, vec![ev(3)]).await.unwrap();
         assert_eq!(r.revision, 2);
     });
+    assert_eq!(
+        e.get_stream_metadata("cart").unwrap().1.truncate_before,
+        Some(2)
+    );
     let s = e
         .read_stream("cart", StreamFrom::Start, Direction::Forwards, 10)
         .unwrap();
@@ -347,6 +357,30 @@ fn soft_delete_then_recreate_continues_revisions() {
     assert_eq!(
         s.events.iter().map(|x| x.revision).collect::<Vec<_>>(),
         vec![2]
+    );
+    assert_eq!(
+        e.get_stream_metadata("cart").unwrap().1.truncate_before,
+        Some(2)
+    );
+    // The same through a multi-stream append.
+    rt().block_on(async {
+        e.delete_stream("cart", Exp::Any).await.unwrap();
+        let r = e
+            .append_multi(
+                strata_engine::MultiAppend::new()
+                    .write("cart", Exp::NoStream, [ev(4)])
+                    .write("other", Exp::Any, [ev(5)]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.streams[0].revision, 3);
+    });
+    let s = e
+        .read_stream("cart", StreamFrom::Start, Direction::Forwards, 10)
+        .unwrap();
+    assert_eq!(
+        s.events.iter().map(|x| x.revision).collect::<Vec<_>>(),
+        vec![3]
     );
 }
 
@@ -370,9 +404,34 @@ fn tombstone_is_forever() {
             e.tombstone_stream("gone", Exp::Any).await,
             Err(Error::StreamDeleted { .. })
         ));
+        // Metadata may still be written, as in KurrentDB; the tombstone record does not count
+        // as a metadata revision, and the stream stays deleted.
+        let m = e
+            .set_stream_metadata("gone", Exp::NoStream, StreamMetadata::default())
+            .await
+            .unwrap();
+        assert_eq!(m.revision, 0);
+        let err = e
+            .set_stream_metadata("gone", Exp::NoStream, StreamMetadata::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::WrongExpectedRevision {
+                    actual: CurrentRevision::Revision(0),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let m = e
+            .set_stream_metadata("gone", Exp::Exact(0), StreamMetadata::default())
+            .await
+            .unwrap();
+        assert_eq!(m.revision, 1);
         assert!(matches!(
-            e.set_stream_metadata("gone", Exp::Any, StreamMetadata::default())
-                .await,
+            e.get_stream_metadata("gone"),
             Err(Error::StreamDeleted { .. })
         ));
     });

@@ -25,6 +25,20 @@ pub mod event_store {
     }
 }
 
+pub mod kurrentdb {
+    pub mod protocol {
+        pub mod v2 {
+            pub mod streams {
+                tonic::include_proto!("kurrentdb.protocol.v2.streams");
+
+                pub mod errors {
+                    tonic::include_proto!("kurrentdb.protocol.v2.streams.errors");
+                }
+            }
+        }
+    }
+}
+
 pub mod google {
     pub mod rpc {
         tonic::include_proto!("google.rpc");

@@ -32,6 +32,11 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
 
+    /// An operator restarted the persistent subscriptions (KurrentDB's `RestartSubsystem`):
+    /// every consumer is disconnected and may reconnect at once.
+    #[error("the persistent subscriptions were restarted by an operator; reconnect to continue")]
+    Restarted,
+
     /// The server is shutting down; reconnect later.
     #[error("persistent subscriptions are shutting down")]
     ShuttingDown,

@@ -21,6 +21,7 @@ pub const DEFAULT_MAX_GROUPS: usize = 1000;
 
 struct Handle {
     settings: Settings,
+    incarnation: u64,
     tx: mpsc::UnboundedSender<Command>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -535,6 +536,43 @@ impl Groups {
         Ok(info)
     }
 
+    /// Restarts every group (KurrentDB's `RestartSubsystem`): each writes its checkpoint, its
+    /// consumers are disconnected with [`Error::Restarted`], and it starts again from its
+    /// stored settings and checkpoint, so messages in flight are delivered again. Returns how
+    /// many groups restarted.
+    pub async fn restart(&self) -> Result<usize> {
+        let mut reg = self.registry.lock().await;
+        if reg.closed {
+            return Err(Error::ShuttingDown);
+        }
+        let keys: Vec<(Target, String)> = reg.groups.keys().cloned().collect();
+        let mut restarted = 0;
+        for key in keys {
+            let handle = reg.groups.remove(&key).expect("listed above");
+            let (settings, incarnation) = (handle.settings.clone(), handle.incarnation);
+            stop(handle, StopReason::Restart).await;
+            let (target, group) = key;
+            match spawn(
+                self.engine.clone(),
+                self.memory.clone(),
+                target.clone(),
+                group.clone(),
+                incarnation,
+                settings,
+            ) {
+                Ok(handle) => {
+                    reg.groups.insert((target, group), handle);
+                    restarted += 1;
+                }
+                // As at start-up: one group that cannot load must not stop the others.
+                Err(e) => tracing::error!(target_stream = %target, %group, error = %e,
+                    "persistent subscription group cannot restart; it stays stored but inactive"),
+            }
+        }
+        tracing::info!(groups = restarted, "persistent subscriptions restarted");
+        Ok(restarted)
+    }
+
     /// Stops every group, writing final checkpoints; consumers get [`Error::ShuttingDown`].
     pub async fn shutdown(&self) {
         let handles: Vec<Handle> = {
@@ -567,5 +605,10 @@ fn spawn(
     let g = Group::load(engine, memory, target, group, incarnation, settings.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(g.run(rx));
-    Ok(Handle { settings, tx, task })
+    Ok(Handle {
+        settings,
+        incarnation,
+        tx,
+        task,
+    })
 }

@@ -183,6 +183,13 @@ pub const MAX_BUFFER: u32 = 100_000;
 pub const MAX_READ_BATCH: u32 = 10_000;
 pub const MAX_RETRIES: u32 = 1_000_000;
 
+/// The shortest time a message is left with a consumer before it times out, whatever
+/// `message_timeout_ms` says. Clients batch their acknowledgements (the KurrentDB clients for
+/// up to 0.2 s) and KurrentDB checks timeouts about once a second, so clients are written for
+/// an effective timeout of at least that: a shorter one would redeliver messages that were
+/// acknowledged in time.
+pub const MIN_MESSAGE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Settings {
     pub fn validate(&self, target: &Target) -> Result<()> {
         match (target, self.start_from) {
@@ -243,6 +250,15 @@ impl Settings {
             1,
             MAX_READ_BATCH.into(),
         )?;
+        if self.history_buffer_size < self.read_batch_size {
+            return Err(Error::invalid(
+                "history_buffer_size",
+                format!(
+                    "{} is smaller than read_batch_size ({}): the history buffer must hold at least one read batch",
+                    self.history_buffer_size, self.read_batch_size
+                ),
+            ));
+        }
         range(
             "checkpoint_after_count",
             self.checkpoint_after_count.into(),
@@ -264,8 +280,12 @@ impl Settings {
         Ok(())
     }
 
+    /// How long a delivered message may go unacknowledged before it is delivered again:
+    /// `message_timeout_ms`, but never less than [`MIN_MESSAGE_TIMEOUT`]; `None` when 0 (no
+    /// timeout).
     pub fn message_timeout(&self) -> Option<Duration> {
-        (self.message_timeout_ms > 0).then(|| Duration::from_millis(self.message_timeout_ms))
+        (self.message_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.message_timeout_ms).max(MIN_MESSAGE_TIMEOUT))
     }
 
     pub fn checkpoint_after(&self) -> Duration {
@@ -411,6 +431,39 @@ mod tests {
 
     fn checkpoint_overhead(stream: &str) -> usize {
         crate::store::checkpoint_stream(&Target::Stream(stream.into()), "").len()
+    }
+
+    #[test]
+    fn a_history_buffer_smaller_than_a_read_batch_is_refused() {
+        let s = Settings {
+            read_batch_size: 200,
+            history_buffer_size: 100,
+            ..Settings::default()
+        };
+        let e = s.validate(&Target::All).unwrap_err().to_string();
+        assert!(
+            e.contains("history_buffer_size") && e.contains("read_batch_size"),
+            "{e}"
+        );
+        let s = Settings {
+            history_buffer_size: 200,
+            ..s
+        };
+        s.validate(&Target::All).unwrap();
+    }
+
+    #[test]
+    fn message_timeouts_are_at_least_a_second() {
+        let with = |ms| Settings {
+            message_timeout_ms: ms,
+            ..Settings::default()
+        };
+        assert_eq!(with(0).message_timeout(), None);
+        assert_eq!(with(100).message_timeout(), Some(MIN_MESSAGE_TIMEOUT));
+        assert_eq!(
+            with(2500).message_timeout(),
+            Some(Duration::from_millis(2500))
+        );
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl kg::gossip_server::Gossip for KurrentGossip {
 
 pub struct KurrentFeatures;
 
+/// The KurrentDB release whose client protocol this mapping implements, reported as the
+/// server version: clients compare it (as integers or as semver) to decide which calls they
+/// may make. Strata's own version is in its own API (`strata.v1.Server/Info`).
+pub const KURRENTDB_PROTOCOL_VERSION: &str = "26.1.0";
+
 /// (service, method, features): the KurrentDB RPCs this server implements.
 const METHODS: &[(&str, &str, &[&str])] = &[
     (
@@ -103,7 +108,30 @@ const METHODS: &[(&str, &str, &[&str])] = &[
         "list",
         &["stream", "all"],
     ),
+    (
+        "event_store.client.persistent_subscriptions.persistentsubscriptions",
+        "restartsubsystem",
+        &[],
+    ),
     ("event_store.client.gossip.gossip", "read", &[]),
+    ("event_store.client.users.users", "create", &[]),
+    ("event_store.client.users.users", "update", &[]),
+    ("event_store.client.users.users", "delete", &[]),
+    ("event_store.client.users.users", "disable", &[]),
+    ("event_store.client.users.users", "enable", &[]),
+    ("event_store.client.users.users", "details", &[]),
+    ("event_store.client.users.users", "changepassword", &[]),
+    ("event_store.client.users.users", "resetpassword", &[]),
+    (
+        "kurrentdb.protocol.v2.streams.streamsservice",
+        "appendsession",
+        &[],
+    ),
+    (
+        "kurrentdb.protocol.v2.streams.streamsservice",
+        "appendrecords",
+        &[],
+    ),
     (
         "event_store.client.server_features.serverfeatures",
         "getsupportedmethods",
@@ -126,7 +154,7 @@ impl kf::server_features_server::ServerFeatures for KurrentFeatures {
                     features: features.iter().map(|f| (*f).into()).collect(),
                 })
                 .collect(),
-            event_store_server_version: env!("CARGO_PKG_VERSION").into(),
+            event_store_server_version: KURRENTDB_PROTOCOL_VERSION.into(),
         }))
     }
 }

@@ -9,19 +9,21 @@ use tonic::Status;
 
 use super::to_commit;
 
+/// An unknown strategy is refused with INTERNAL, as KurrentDB does (its clients map that code
+/// to their own error type).
 pub(super) fn strategy(name: &str, named: i32) -> Result<ConsumerStrategy, Status> {
     if name.is_empty() {
         return match named {
             0 => Ok(ConsumerStrategy::DispatchToSingle),
             1 => Ok(ConsumerStrategy::RoundRobin),
             2 => Ok(ConsumerStrategy::Pinned),
-            n => Err(Status::invalid_argument(format!(
+            n => Err(Status::internal(format!(
                 "named_consumer_strategy {n} is not a consumer strategy (0: DispatchToSingle, 1: RoundRobin, 2: Pinned)"
             ))),
         };
     }
     ConsumerStrategy::parse(name).ok_or_else(|| {
-        Status::invalid_argument(format!(
+        Status::internal(format!(
             "consumer strategy {name:?} is not supported: use RoundRobin, DispatchToSingle, Pinned or PinnedByCorrelation"
         ))
     })
@@ -224,7 +226,7 @@ mod tests {
         assert_eq!(strategy("", 1).unwrap(), ConsumerStrategy::RoundRobin);
         assert_eq!(strategy("", 2).unwrap(), ConsumerStrategy::Pinned);
         let err = strategy("", 9).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.code(), tonic::Code::Internal);
         assert!(err.message().contains("named_consumer_strategy 9"));
         assert!(strategy("Nope", 0).is_err());
     }

@@ -30,6 +30,7 @@ mod group_settings;
 pub mod persistent;
 pub mod status;
 pub mod streams;
+pub mod v2;
 
 use std::collections::HashMap;
 

@@ -31,6 +31,19 @@ fn err(e: strata_persistent::Error) -> Status {
     from_strata(from_persistent(e))
 }
 
+/// Create and update: KurrentDB refuses settings that are inconsistent with each other (a
+/// history buffer smaller than a read batch) with INTERNAL, which its clients report as their
+/// own error type; the message says what to change.
+fn settings_err(e: strata_persistent::Error) -> Status {
+    match e {
+        strata_persistent::Error::InvalidArgument {
+            field: "history_buffer_size",
+            ..
+        } => Status::internal(e.to_string()),
+        e => err(e),
+    }
+}
+
 fn target_of(id: Option<&kc::StreamIdentifier>, all: bool) -> Result<Target, Status> {
     if all {
         return Ok(Target::All);
@@ -102,7 +115,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         self.groups
             .create(target, &o.group_name, settings)
             .await
-            .map_err(err)?;
+            .map_err(settings_err)?;
         Ok(Response::new(kp::CreateResp {}))
     }
 
@@ -146,7 +159,7 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         self.groups
             .update(&target, &o.group_name, &p)
             .await
-            .map_err(err)?;
+            .map_err(settings_err)?;
         Ok(Response::new(kp::UpdateResp {}))
     }
 
@@ -416,12 +429,14 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
         }))
     }
 
+    /// Every group writes its checkpoint and starts again from it; connected consumers are
+    /// dropped (UNAVAILABLE) and may reconnect at once. Takes `$ops` or `$admins`.
     async fn restart_subsystem(
         &self,
-        _request: Request<kc::Empty>,
+        request: Request<kc::Empty>,
     ) -> Result<Response<kc::Empty>, Status> {
-        Err(Status::unimplemented(
-            "RestartSubsystem is not supported by Strata: consumer groups restart with the server",
-        ))
+        operator(&request)?;
+        self.groups.restart().await.map_err(err)?;
+        Ok(Response::new(kc::Empty {}))
     }
 }

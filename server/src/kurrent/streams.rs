@@ -383,6 +383,18 @@ impl ks::streams_server::Streams for KurrentStreams {
                 ))
             }
         };
+        // KurrentDB answers a read of a tombstoned stream's metadata stream (which is how
+        // clients get its metadata) as a read of the stream itself: deleted.
+        if let Some(target) = stream.strip_prefix("$$") {
+            if !subscription
+                && self
+                    .engine
+                    .stream_info(target)
+                    .is_some_and(|i| i.tombstoned)
+            {
+                return Err(super::status::stream_deleted(target));
+            }
+        }
         // Checked here too so that a refusal is the call's status, in KurrentDB's form.
         if !auth::may(&who, Operation::Read, &stream) {
             return Err(access_denied());
@@ -441,13 +453,14 @@ impl ks::streams_server::Streams for KurrentStreams {
             Revision
         );
         // KurrentDB's rules: deleting a stream that was never written is a wrong expected
-        // version (actual -1), and expecting an existing stream that is soft-deleted says so.
+        // version (actual -1) whatever was expected, `no_stream` included (the clients report
+        // it as not found), and expecting an existing stream that is soft-deleted says so.
         let info = self.engine.stream_info(&stream);
         let last = info.as_ref().and_then(|i| i.last_revision);
         if info.as_ref().is_some_and(|i| i.tombstoned) {
             return Err(stream_deleted(&stream));
         }
-        if last.is_none() && expected != ExpectedRevision::NoStream {
+        if last.is_none() {
             return Err(delete_wrong_version(&stream, expected, None));
         }
         if expected == ExpectedRevision::StreamExists

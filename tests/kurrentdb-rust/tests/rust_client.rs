@@ -167,3 +167,77 @@ fn the_official_rust_client_works_over_tls_with_credentials() {
         );
     });
 }
+
+/// With every persistent-subscription management method listed in ServerFeatures, the client
+/// manages groups over gRPC (it would otherwise fall back to HTTP endpoints Strata does not
+/// serve): group info, and `RestartSubsystem`, which drops connected consumers and redelivers
+/// what they had not acknowledged.
+#[test]
+fn the_official_rust_client_manages_groups_and_restarts_the_subsystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let settings: ClientSettings = format!("kurrentdb://{}?tls=false", server.addr)
+            .parse()
+            .unwrap();
+        let client = Client::new(settings).unwrap();
+        let events: Vec<EventData> = (0..3)
+            .map(|i| EventData::json("Placed", &serde_json::json!({ "i": i })).unwrap())
+            .collect();
+        client
+            .append_to_stream("restart-rust", &AppendToStreamOptions::default(), events)
+            .await
+            .unwrap();
+        client
+            .create_persistent_subscription(
+                "restart-rust",
+                "g",
+                &PersistentSubscriptionOptions::default().start_from(StreamPosition::Start),
+            )
+            .await
+            .unwrap();
+        let info = client
+            .get_persistent_subscription_info("restart-rust", "g", &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(info.group_name, "g");
+
+        let mut group = client
+            .subscribe_to_persistent_subscription("restart-rust", "g", &Default::default())
+            .await
+            .unwrap();
+        let first = group.next().await.unwrap();
+        assert_eq!(first.get_original_event().revision, 0);
+        group.ack(&first).await.unwrap();
+        let second = group.next().await.unwrap();
+        assert_eq!(second.get_original_event().revision, 1);
+        // Let the ack of the first arrive before the restart (the client batches acks).
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+        client
+            .restart_persistent_subscription_subsystem(&Default::default())
+            .await
+            .unwrap();
+        let dropped = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                if let Err(e) = group.next().await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the consumer is dropped by the restart");
+        assert!(
+            !matches!(dropped, kurrentdb::Error::ResourceNotFound),
+            "{dropped:?}"
+        );
+
+        // The group is back at once; what was not acknowledged comes again.
+        let mut again = client
+            .subscribe_to_persistent_subscription("restart-rust", "g", &Default::default())
+            .await
+            .unwrap();
+        let redelivered = again.next().await.unwrap();
+        assert_eq!(redelivered.get_original_event().revision, 1);
+    });
+}

@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::engine::{Durability, Shared};
 use crate::error::{Error, Result};
 use crate::index::{Effect, Entry};
-use crate::metadata::{metadata_stream, StreamMetadata, METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE};
+use crate::metadata::{
+    metadata_stream, StreamMetadata, METADATA_EVENT_TYPE, SOFT_DELETED_TB, TOMBSTONE_EVENT_TYPE,
+};
 use crate::reader::now_ns;
 use crate::recent_ids::{stream_hash, IdKey, RecentIds, Seen};
 use crate::record::{encode_event, EventRecord};
@@ -23,6 +25,7 @@ use crate::segment::{Cursor, Segment};
 use crate::types::{AppendResult, ContentType, CurrentRevision, EventData, ExpectedRevision};
 
 mod idempotency;
+mod multi;
 
 /// Largest batch the writer builds before committing (a single larger append still goes alone).
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
@@ -48,6 +51,8 @@ pub(crate) enum Op {
         expected: ExpectedRevision,
         metadata: StreamMetadata,
     },
+    /// A multi-stream append; it carries its own reply channel (the request's `Reply` is unused).
+    Multi(Box<crate::multi::PreparedMulti>),
 }
 
 pub(crate) struct Request {
@@ -126,6 +131,34 @@ struct Planned {
 enum Outcome {
     /// Reply with this when the batch is durable.
     Reply(Reply, Result<AppendResult>),
+    /// The same for a multi-stream append.
+    Multi(
+        oneshot::Sender<Result<crate::multi::MultiAppendResult>>,
+        Result<crate::multi::MultiAppendResult>,
+    ),
+}
+
+impl Outcome {
+    fn send(self) {
+        match self {
+            Outcome::Reply(reply, r) => reply.send(r),
+            Outcome::Multi(tx, r) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    fn fail(self, reason: &str) {
+        let err = || Error::ReadOnly {
+            reason: reason.to_owned(),
+        };
+        match self {
+            Outcome::Reply(reply, r) => reply.send(r.and(Err(err()))),
+            Outcome::Multi(tx, r) => {
+                let _ = tx.send(r.and(Err(err())));
+            }
+        }
+    }
 }
 
 pub(crate) struct Writer {
@@ -260,9 +293,21 @@ impl Writer {
                 }
                 Err(e) => Err(e),
             },
+            Op::Multi(m) => {
+                return match self.plan_multi(&m.append) {
+                    Some(result) => {
+                        self.outcomes.push(Outcome::Multi(m.reply, result));
+                        Plan::Done
+                    }
+                    None => Plan::Defer(Request {
+                        op: Op::Multi(m),
+                        reply,
+                    }),
+                };
+            }
             Op::Delete { stream, expected } => self.plan_system(&stream, expected, true, |st| {
                 let mut m = st.metadata.as_deref().cloned().unwrap_or_default();
-                m.truncate_before = Some(st.last_revision.map_or(0, |r| r + 1));
+                m.truncate_before = Some(SOFT_DELETED_TB);
                 (METADATA_EVENT_TYPE, Some(m))
             }),
             Op::Tombstone { stream, expected } => {
@@ -312,14 +357,16 @@ impl Writer {
             return Err(Self::wrong(stream, expected, &st));
         }
         let stream: Arc<str> = Arc::from(stream);
-        let mut revision = st.last_revision.map_or(0, |r| r + 1);
+        let first = st.last_revision.map_or(0, |r| r + 1);
+        let mut revision = first;
+        let recreates = Self::recreates(&st);
         let mut position = 0;
         for (i, e) in events.iter().enumerate() {
             position = self.write_pos + self.buf.len() as u64;
             encode_event(
                 &mut self.buf,
                 &EventRecord {
-                    commit: i + 1 == events.len(),
+                    commit: i + 1 == events.len() && !recreates,
                     content_type: e.content_type,
                     stream: &stream,
                     event_type: &e.event_type,
@@ -341,6 +388,10 @@ impl Writer {
             revision += 1;
         }
         let last = revision - 1;
+        let mut st = st;
+        if recreates {
+            st.metadata = Some(self.encode_recreate(&stream, first, &st, true));
+        }
         self.pending.insert(
             stream,
             Pending {
@@ -355,6 +406,60 @@ impl Writer {
         }))
     }
 
+    /// Whether an append to a stream in state `st` brings it back from a soft delete.
+    fn recreates(st: &Pending) -> bool {
+        st.metadata.as_ref().and_then(|m| m.truncate_before) == Some(SOFT_DELETED_TB)
+    }
+
+    /// Encodes the `$metadata` record that brings a soft-deleted stream back from revision
+    /// `first` (its other metadata kept), as part of the append's atomic unit; returns the new
+    /// metadata. The caller updates the stream's own pending state.
+    fn encode_recreate(
+        &mut self,
+        stream: &str,
+        first: u64,
+        st: &Pending,
+        commit: bool,
+    ) -> Arc<StreamMetadata> {
+        let mut m = st.metadata.as_deref().cloned().unwrap_or_default();
+        m.truncate_before = Some(first);
+        let m = Arc::new(m);
+        let meta_name: Arc<str> = Arc::from(metadata_stream(stream));
+        let meta_st = self.state(&meta_name);
+        let revision = meta_st.last_revision.map_or(0, |r| r + 1);
+        let position = self.write_pos + self.buf.len() as u64;
+        let event_id = Uuid::new_v4();
+        encode_event(
+            &mut self.buf,
+            &EventRecord {
+                commit,
+                content_type: ContentType::Json,
+                stream: &meta_name,
+                event_type: METADATA_EVENT_TYPE,
+                revision,
+                timestamp_ns: self.timestamp,
+                event_id,
+                data: &m.to_json(),
+                metadata: &[],
+            },
+        );
+        self.planned.push(Planned {
+            stream: meta_name.clone(),
+            revision,
+            position,
+            key: IdKey::new(&meta_name, event_id),
+            effect: Some(Effect::Metadata(m.clone())),
+        });
+        self.pending.insert(
+            meta_name,
+            Pending {
+                last_revision: Some(revision),
+                ..meta_st
+            },
+        );
+        m
+    }
+
     /// Plans a write to `$$<stream>`: delete, tombstone or metadata. `check_target`: the expected
     /// revision applies to the stream itself (delete, tombstone) rather than to `$$<stream>`.
     fn plan_system(
@@ -365,17 +470,25 @@ impl Writer {
         make: impl FnOnce(&Pending) -> (&'static str, Option<StreamMetadata>),
     ) -> Result<AppendResult> {
         let target = self.state(stream);
-        if target.tombstoned {
+        if target.tombstoned && check_target {
             return Err(Error::StreamDeleted {
                 stream: stream.into(),
             });
         }
         let meta_name = metadata_stream(stream);
         let meta_st = self.state(&meta_name);
+        // A tombstoned stream's metadata may still be written (KurrentDB allows it; the stream
+        // stays deleted). Its tombstone record in `$$<stream>` does not count as a metadata
+        // revision: expected and reported revisions are one lower after it.
+        let hidden = u64::from(target.tombstoned);
+        let shown = Pending {
+            last_revision: meta_st.last_revision.and_then(|r| r.checked_sub(hidden)),
+            ..meta_st.clone()
+        };
         let (checked, checked_name) = if check_target {
             (&target, stream)
         } else {
-            (&meta_st, meta_name.as_str())
+            (&shown, meta_name.as_str())
         };
         if !Self::expected_ok(expected, checked) {
             return Err(Self::wrong(checked_name, expected, checked));
@@ -428,7 +541,7 @@ impl Writer {
         }
         self.pending.insert(Arc::from(stream), t);
         Ok(AppendResult {
-            revision,
+            revision: revision - hidden,
             position,
             idempotent_replay: false,
         })
@@ -490,15 +603,13 @@ impl Writer {
                         );
                     }
                 }
-                for Outcome::Reply(reply, r) in outcomes {
-                    reply.send(r);
+                for outcome in outcomes {
+                    outcome.send();
                 }
             }
             Err(reason) => {
-                for Outcome::Reply(reply, r) in outcomes {
-                    reply.send(r.and(Err(Error::ReadOnly {
-                        reason: reason.clone(),
-                    })));
+                for outcome in outcomes {
+                    outcome.fail(&reason);
                 }
             }
         }

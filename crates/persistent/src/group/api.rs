@@ -88,6 +88,7 @@ pub struct GroupInfo {
 pub(crate) enum StopReason {
     Deleted,
     Shutdown,
+    Restart,
 }
 
 pub(crate) type ConsumerTx = mpsc::UnboundedSender<Result<Delivery>>;

@@ -486,7 +486,7 @@ impl Group {
     }
 
     async fn stop(&mut self, reason: StopReason) {
-        if matches!(reason, StopReason::Shutdown) {
+        if matches!(reason, StopReason::Shutdown | StopReason::Restart) {
             self.maybe_checkpoint(true).await;
         }
         for c in self.consumers.drain(..) {
@@ -496,6 +496,7 @@ impl Group {
                     group: self.name.clone(),
                 },
                 StopReason::Shutdown => Error::ShuttingDown,
+                StopReason::Restart => Error::Restarted,
             };
             let _ = c.tx.send(Err(err));
         }

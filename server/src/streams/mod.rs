@@ -1,5 +1,7 @@
 //! The `strata.v1.Streams` service.
 
+mod multi;
+
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -218,6 +220,16 @@ impl Streams for StreamsService {
     ) -> Result<Response<v1::AppendResponse>, Status> {
         auth::check(&request, Operation::Write, &request.get_ref().stream)?;
         append_one(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn append_multi(
+        &self,
+        request: Request<v1::AppendMultiRequest>,
+    ) -> Result<Response<v1::AppendMultiResponse>, Status> {
+        let who = auth::access(&request);
+        multi::append_multi(&self.engine, &who, request.into_inner())
             .await
             .map(Response::new)
     }
