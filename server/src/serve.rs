@@ -127,10 +127,12 @@ pub struct ServeArgs {
     pub group_buffer_memory: u64,
     /// Host name (or address) KurrentDB gossip advertises for this node, e.g. the name in
     /// the server's certificate or the one clients reach it by behind a port mapping. Default:
-    /// the address each client's connection reached.
+    /// the host each client asked for (the request's authority), else the address its
+    /// connection reached.
     #[arg(long, env = "STRATA_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
-    /// Port KurrentDB gossip advertises (default: the port each connection reached).
+    /// Port KurrentDB gossip advertises (default: the port each client asked for, else the
+    /// port its connection reached).
     #[arg(long, env = "STRATA_ADVERTISE_PORT")]
     pub advertise_port: Option<u16>,
     #[command(flatten)]

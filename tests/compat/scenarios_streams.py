@@ -118,6 +118,17 @@ class Appends(unittest.TestCase):
                          p_b)
         self.assertEqual(ids(client.get_stream(s)), ids(a + b))
 
+    def test_a_retry_overlapping_later_events_is_a_wrong_version(self):
+        s = uniq("idem3")
+        e = [ev(0), ev(1), ev(2)]
+        client.append_to_stream(s, current_version=StreamState.NO_STREAM, events=e)
+        # Events 1 and 2 are there, 3 is new: as KurrentDB, a wrong expected version.
+        for events in ([e[1], e[2], ev(3)], [e[2], ev(3)]):
+            with self.assertRaises(WrongCurrentVersionError) as cm:
+                client.append_to_stream(s, current_version=0, events=events)
+            self.assertEqual(cm.exception.actual_version, 2)
+        self.assertEqual(len(client.get_stream(s)), 3)
+
 
 class ReadStream(unittest.TestCase):
     @classmethod

@@ -217,6 +217,30 @@ fn v1_stubs_see_features_gossip_structured_uuids_and_kurrentdb_errors() {
     });
 }
 
+/// Without --advertise-host, gossip advertises the host and port the client asked for (the
+/// request's authority), as the Python client's own gossip test expects of a node reached as
+/// `localhost`.
+#[test]
+fn gossip_advertises_the_name_the_client_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let url = format!("http://localhost:{}", server.addr.port());
+        let gossip = GossipClient::connect(url)
+            .await
+            .unwrap()
+            .read(kc::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        let ep = gossip.members[0].http_end_point.as_ref().unwrap();
+        assert_eq!(
+            (ep.address.as_str(), ep.port),
+            ("localhost", u32::from(server.addr.port()))
+        );
+    });
+}
+
 /// Gossip advertises the configured host name and port instead of the connection's address
 /// (for clients behind a port mapping, or that check the certificate's name).
 #[test]

@@ -25,6 +25,18 @@ use tonic::{Code, Status};
 
 use crate::net::listener::PeerInfo;
 
+/// Gossip answers with the host and port the client used (the request's `:authority`) unless
+/// `--advertise-host`/`--advertise-port` say otherwise, so a client that reconnects, or checks
+/// the certificate's name, gets back the name it was given.
+const GOSSIP_PREFIX: &str = "/event_store.client.gossip.";
+
+/// The host and port of a gossip request's `:authority`.
+#[derive(Debug, Clone)]
+pub struct RequestAuthority {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
 /// Methods served without credentials.
 const ANONYMOUS: [&str; 3] = [
     "/grpc.health.v1.Health/",
@@ -187,6 +199,20 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let edge = self.edge.0.get().cloned();
+        if req.uri().path().starts_with(GOSSIP_PREFIX) {
+            if let Some(a) = req.uri().authority() {
+                let host = a
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let authority = RequestAuthority {
+                    host,
+                    port: a.port_u16(),
+                };
+                req.extensions_mut().insert(authority);
+            }
+        }
         Box::pin(async move {
             match edge {
                 // The store is still opening: only health is served (by the gate), nothing

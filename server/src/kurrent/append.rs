@@ -49,7 +49,9 @@ pub async fn append_events(
     events: Vec<EventData>,
 ) -> Result<Appended, Error> {
     if !events.is_empty() {
-        let r = write_events(engine, stream, expected, events).await?;
+        let r = write_events(engine, stream, expected, events)
+            .await
+            .map_err(|e| conflict_as_kurrentdb(engine, stream, expected, e))?;
         return Ok(Appended {
             revision: Some(r.revision),
             position: Some(r.position),
@@ -61,16 +63,7 @@ pub async fn append_events(
             stream: stream.into(),
         });
     }
-    let last = info.as_ref().and_then(|i| i.last_revision);
-    let visible = info
-        .as_ref()
-        .is_some_and(|i| i.last_revision.is_some() && !i.soft_deleted);
-    let ok = match expected {
-        ExpectedRevision::Any => true,
-        ExpectedRevision::NoStream => !visible,
-        ExpectedRevision::StreamExists => visible,
-        ExpectedRevision::Exact(n) => last == Some(n),
-    };
+    let (ok, last, visible) = expectation(info.as_ref(), expected);
     if !ok {
         return Err(Error::WrongExpectedRevision {
             stream: stream.into(),
@@ -97,6 +90,46 @@ pub async fn append_events(
         revision: last,
         position,
     })
+}
+
+/// Whether a stream in state `info` meets `expected`, with its last revision and whether it
+/// has readable events.
+fn expectation(
+    info: Option<&strata_engine::StreamInfo>,
+    expected: ExpectedRevision,
+) -> (bool, Option<u64>, bool) {
+    let last = info.and_then(|i| i.last_revision);
+    let visible = info.is_some_and(|i| i.last_revision.is_some() && !i.soft_deleted);
+    let ok = match expected {
+        ExpectedRevision::Any => true,
+        ExpectedRevision::NoStream => !visible,
+        ExpectedRevision::StreamExists => visible,
+        ExpectedRevision::Exact(n) => last == Some(n),
+    };
+    (ok, last, visible)
+}
+
+/// KurrentDB reports an append whose events partly overlap events already written as a wrong
+/// expected version when the expectation does not hold (a retry that overlaps a later write),
+/// and clients handle it as one; Strata's own API keeps the sharper idempotency conflict.
+fn conflict_as_kurrentdb(
+    engine: &Engine,
+    stream: &str,
+    expected: ExpectedRevision,
+    e: Error,
+) -> Error {
+    if !matches!(e, Error::IdempotencyConflict { .. }) {
+        return e;
+    }
+    let (holds, last, _) = expectation(engine.stream_info(stream).as_ref(), expected);
+    if holds {
+        return e;
+    }
+    Error::WrongExpectedRevision {
+        stream: stream.into(),
+        expected,
+        actual: CurrentRevision::from_last(last),
+    }
 }
 
 /// Writes a non-empty append.

@@ -14,7 +14,8 @@ use super::uuid_to;
 static INSTANCE: LazyLock<Uuid> = LazyLock::new(Uuid::new_v4);
 
 /// What gossip advertises: the configured host and port (`--advertise-host`,
-/// `--advertise-port`), each defaulting to what the client's connection reached.
+/// `--advertise-port`), each defaulting to the host and port the client asked for (the
+/// request's `:authority`), else the local address its connection reached.
 #[derive(Debug, Clone, Default)]
 pub struct KurrentGossip {
     pub host: Option<String>,
@@ -29,8 +30,19 @@ impl kg::gossip_server::Gossip for KurrentGossip {
             .get::<crate::net::listener::PeerInfo>()
             .and_then(|p| p.tcp.local_addr())
             .ok_or_else(|| Status::internal("the connection's local address is unknown"))?;
-        let address = self.host.clone().unwrap_or_else(|| local.ip().to_string());
-        let port = self.port.unwrap_or(local.port());
+        let asked = request
+            .extensions()
+            .get::<crate::auth::layer::RequestAuthority>()
+            .filter(|a| !a.host.is_empty());
+        let address = self
+            .host
+            .clone()
+            .or_else(|| asked.map(|a| a.host.clone()))
+            .unwrap_or_else(|| local.ip().to_string());
+        let port = self
+            .port
+            .or_else(|| asked.and_then(|a| a.port))
+            .unwrap_or(local.port());
         let ticks = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
