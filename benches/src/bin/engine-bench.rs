@@ -32,6 +32,9 @@ struct Args {
     /// Only these scenarios (comma-separated): fsync,append,batch,read,reopen.
     #[arg(long, default_value = "fsync,append,batch,read,reopen")]
     only: String,
+    /// Keep the derived streams (`$ce-…`, `$et-…`), to measure what they cost.
+    #[arg(long)]
+    derived: bool,
     /// Internal: populate a store then wait to be killed.
     #[arg(long, hide = true)]
     write_until_killed: Option<PathBuf>,
@@ -80,9 +83,15 @@ fn fsync_baseline(dir: &Path, secs: f64) {
     std::fs::remove_file(path).ok();
 }
 
+/// Set from `--derived`.
+static DERIVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn open(dir: &Path) -> Engine {
     let mut c = Config::new(dir);
     c.index_cache_bytes = 128 * 1024 * 1024;
+    if DERIVED.load(std::sync::atomic::Ordering::Relaxed) {
+        c.derived = Some(strata_engine::derived::CategoryRule::default());
+    }
     Engine::open(c).expect("open")
 }
 
@@ -295,6 +304,11 @@ fn reopen(store: &Path, events: u64) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--write-until-killed")
         .arg(store)
+        .args(
+            DERIVED
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then_some("--derived"),
+        )
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -359,6 +373,7 @@ fn write_until_killed(store: &Path) {
 
 fn main() {
     let args = Args::parse();
+    DERIVED.store(args.derived, std::sync::atomic::Ordering::Relaxed);
     if let Some(store) = args.write_until_killed {
         write_until_killed(&store);
         return;

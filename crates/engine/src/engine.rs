@@ -112,18 +112,22 @@ impl Engine {
             .map_err(|e| Error::io(&log_dir, e))?;
         let lock = crate::lock::lock_dirs(&config.dir, &log_dir)?;
         let durable = config.durability == Durability::Fsync;
-        let opened =
-            Index::open(&config.dir.join("index"), config.index_cache_bytes).and_then(|index| {
-                let recovered = recover(
-                    fs.clone(),
-                    &log_dir,
-                    &index,
-                    durable,
-                    config.idempotency_window,
-                    config.accept_data_loss,
-                )?;
-                Ok((index, recovered))
-            });
+        let opened = Index::open(
+            &config.dir.join("index"),
+            config.index_cache_bytes,
+            config.derived,
+        )
+        .and_then(|index| {
+            let recovered = recover(
+                fs.clone(),
+                &log_dir,
+                &index,
+                durable,
+                config.idempotency_window,
+                config.accept_data_loss,
+            )?;
+            Ok((index, recovered))
+        });
         // An index that cannot be written (a full disk, say) must not keep the data from
         // being read: rebuild it in memory from the log and serve read-only.
         let (index, recovered, read_only) = match opened {
@@ -134,7 +138,7 @@ impl Engine {
                     path.display()
                 );
                 tracing::error!("{reason}");
-                let index = Index::open_in_memory(config.index_cache_bytes)?;
+                let index = Index::open_in_memory(config.index_cache_bytes, config.derived)?;
                 let recovered = recover(
                     fs,
                     &log_dir,
@@ -463,8 +467,12 @@ impl Engine {
         self.shared.end_tx.subscribe()
     }
 
-    /// One stream's summary; `None` when it was never written.
+    /// One stream's summary; `None` when it was never written (and for derived streams, which
+    /// [`Engine::read_derived`] reads).
     pub fn stream_info(&self, stream: &str) -> Option<StreamInfo> {
+        if crate::derived::is_derived(stream) {
+            return None;
+        }
         self.shared
             .index
             .with_stream(stream, |st| st.map(|st| stream_info_of(stream, st)))
@@ -484,6 +492,7 @@ impl Engine {
             .index
             .streams()
             .into_iter()
+            .filter(|(name, _)| !crate::derived::is_derived(name))
             .map(|(name, st)| stream_info_of(&name, &st))
             .collect()
     }

@@ -5,6 +5,7 @@
 //! - [`engine`]: open/close and the public operations; `config`: its settings and reports.
 //! - `validate`: checks on names and events before a write is queued.
 //! - `lock`: the exclusive lock on the data and log directories.
+//! - [`derived`]: the derived streams `$ce-<category>` and `$et-<event type>`.
 //! - `writer`: the single writer thread; expected-revision checks and group commit.
 //! - `multi`: multi-stream atomic appends (their types and validation).
 //! - `reader`: stream reads (via the index) and `$all` reads (via the segments); `reads`: the
@@ -19,6 +20,7 @@
 //! - [`io`]: the file-system seam, with a failure-injecting wrapper for tests.
 
 mod config;
+pub mod derived;
 pub mod engine;
 pub mod error;
 pub mod filter;

@@ -2,6 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::derived::DerivedSlice;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::filter::EventFilter;
@@ -64,6 +65,48 @@ impl Shared {
         raw: bool,
         max_bytes: usize,
     ) -> Result<StreamSlice> {
+        // Derived streams list other streams' events, whose own revisions are not theirs:
+        // they are read through `Engine::read_derived`, which gives both.
+        if crate::derived::is_derived(stream) {
+            return Err(Error::StreamNotFound {
+                stream: stream.into(),
+            });
+        }
+        let slice = self.read_stream_revisions(stream, from, direction, max, raw, max_bytes)?;
+        Ok(StreamSlice {
+            events: slice.events.into_iter().map(|(_, e)| e).collect(),
+            next_revision: slice.next_revision,
+            last_revision: slice.last_revision,
+        })
+    }
+
+    /// Whether the event `e`, listed in a derived stream, is still readable in its own stream
+    /// (not tombstoned, deleted, truncated or aged out).
+    fn source_visible(&self, e: &RecordedEvent) -> bool {
+        self.index.with_stream(&e.stream, |st| {
+            st.is_some_and(|st| {
+                let max_age = st.metadata.as_ref().and_then(|m| m.max_age);
+                !st.tombstoned
+                    && e.revision >= st.first_visible()
+                    && max_age.is_none_or(|age| {
+                        e.timestamp_ns >= now_ns().saturating_sub(age.as_nanos() as i64)
+                    })
+            })
+        })
+    }
+
+    /// [`Shared::read_stream`] with each event's revision in the stream read (which, for a
+    /// derived stream, is not the event's own).
+    pub(crate) fn read_stream_revisions(
+        &self,
+        stream: &str,
+        from: StreamFrom,
+        direction: Direction,
+        max: usize,
+        raw: bool,
+        max_bytes: usize,
+    ) -> Result<DerivedSlice> {
+        let derived = crate::derived::is_derived(stream);
         let (last, first, max_age) = self.index.with_stream(stream, |st| {
             let st = st.ok_or_else(|| Error::StreamNotFound {
                 stream: stream.into(),
@@ -85,7 +128,7 @@ impl Shared {
                 }),
             }
         })?;
-        let empty = |next| StreamSlice {
+        let empty = |next| DerivedSlice {
             events: Vec::new(),
             next_revision: next,
             last_revision: last,
@@ -141,10 +184,17 @@ impl Shared {
             if oldest_ns.is_some_and(|oldest| e.timestamp_ns < oldest) {
                 continue;
             }
+            if derived && !raw && !self.source_visible(&e) {
+                continue;
+            }
+            let revision = match direction {
+                Direction::Forwards => lo + i as u64,
+                Direction::Backwards => hi - i as u64,
+            };
             bytes += event_cost(&e);
-            events.push(e);
+            events.push((revision, e));
         }
-        Ok(StreamSlice {
+        Ok(DerivedSlice {
             events,
             next_revision: next,
             last_revision: last,

@@ -2,7 +2,7 @@
 //! budget) and `$all` reads (with filters and scan and byte budgets).
 
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::filter::EventFilter;
 use crate::types::{AllFrom, AllSlice, Direction, StreamFrom, StreamSlice};
 use crate::validate::validate_stream_name;
@@ -19,6 +19,28 @@ impl Engine {
         validate_stream_name(stream)?;
         self.shared
             .read_stream(stream, from, direction, max, false, usize::MAX)
+    }
+
+    /// Reads a derived stream (`$ce-<category>`, `$et-<event type>`): each event as written,
+    /// with its revision in the derived stream (dense, in log order, never reassigned). Events
+    /// no longer readable in their own stream (deleted, truncated, aged out) are left out, so
+    /// a page may hold fewer than `max`; `next_revision` says where to go on.
+    pub fn read_derived(
+        &self,
+        stream: &str,
+        from: StreamFrom,
+        direction: Direction,
+        max: usize,
+    ) -> Result<crate::derived::DerivedSlice> {
+        validate_stream_name(stream)?;
+        if !crate::derived::is_derived(stream) {
+            return Err(Error::invalid(
+                "stream",
+                format!("{stream} is not a derived stream ($ce-<category> or $et-<event type>)"),
+            ));
+        }
+        self.shared
+            .read_stream_revisions(stream, from, direction, max, false, usize::MAX)
     }
 
     /// [`Engine::read_stream`] that ignores the stream's retention metadata (`$tb`,

@@ -221,6 +221,7 @@ fn entry_of(item: &segment::Item, log: &Log) -> Result<(Entry, uuid::Uuid, bool)
             revision: h.revision,
             position: item.position,
             effect,
+            event_type: (!stream.starts_with('$')).then(|| Arc::from(event_type)),
         },
         h.event_id,
         h.is_commit(),

@@ -59,6 +59,12 @@ pub(crate) fn validate_system_stream(stream: &str) -> Result<()> {
             "$all is the global log: it is read, never written to as a stream",
         ));
     }
+    if crate::derived::is_derived(stream) {
+        return Err(Error::invalid(
+            "stream name",
+            format!("{stream} is a derived stream, kept by the server from the log: it is read, never written to"),
+        ));
+    }
     Ok(())
 }
 

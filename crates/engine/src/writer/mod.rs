@@ -126,6 +126,8 @@ struct Planned {
     /// The event ID within its stream, for the recent-ID window.
     key: IdKey,
     effect: Option<Effect>,
+    /// For the derived streams: the event type of a user stream's event.
+    event_type: Option<Arc<str>>,
 }
 
 enum Outcome {
@@ -175,6 +177,8 @@ pub(crate) struct Writer {
     planned: Vec<Planned>,
     outcomes: Vec<Outcome>,
     timestamp: i64,
+    /// The event type last listed for the derived streams, reused while events share it.
+    last_type: Option<Arc<str>>,
 }
 
 /// Why a request could not be planned into the current batch.
@@ -204,6 +208,7 @@ impl Writer {
             planned: Vec::new(),
             outcomes: Vec::new(),
             timestamp: 0,
+            last_type: None,
         }
     }
 
@@ -378,12 +383,14 @@ impl Writer {
                 },
             );
             self.batch_ids.insert(IdKey::hashed(hash, ids[i]));
+            let event_type = self.derived_type(&stream, &e.event_type);
             self.planned.push(Planned {
                 stream: stream.clone(),
                 revision,
                 position,
                 key: IdKey::hashed(hash, ids[i]),
                 effect: None,
+                event_type,
             });
             revision += 1;
         }
@@ -404,6 +411,21 @@ impl Writer {
             position,
             idempotent_replay: false,
         }))
+    }
+
+    /// The type to list an event of `stream` under in the derived streams, when they are kept.
+    fn derived_type(&mut self, stream: &str, event_type: &str) -> Option<Arc<str>> {
+        if self.shared.config.derived.is_none() || stream.starts_with('$') {
+            return None;
+        }
+        match &self.last_type {
+            Some(t) if **t == *event_type => Some(t.clone()),
+            _ => {
+                let t: Arc<str> = Arc::from(event_type);
+                self.last_type = Some(t.clone());
+                Some(t)
+            }
+        }
     }
 
     /// Whether an append to a stream in state `st` brings it back from a soft delete.
@@ -449,6 +471,7 @@ impl Writer {
             position,
             key: IdKey::new(&meta_name, event_id),
             effect: Some(Effect::Metadata(m.clone())),
+            event_type: None,
         });
         self.pending.insert(
             meta_name,
@@ -526,6 +549,7 @@ impl Writer {
             position,
             key: IdKey::new(&meta_name, event_id),
             effect: Some(effect),
+            event_type: None,
         });
         self.pending.insert(
             meta_name,
@@ -574,6 +598,7 @@ impl Writer {
                             revision: p.revision,
                             position: p.position,
                             effect: p.effect.clone(),
+                            event_type: p.event_type.clone(),
                         })
                         .collect();
                     // The log end moves first: a reader that finds an entry in the index

@@ -153,12 +153,14 @@ impl Writer {
             );
             let key = IdKey::hashed(hashes[*i], id);
             self.batch_ids.insert(key);
+            let event_type = self.derived_type(&names[*i], &e.event_type);
             self.planned.push(Planned {
                 stream: names[*i].clone(),
                 revision: next[*i],
                 position,
                 key,
                 effect: None,
+                event_type,
             });
             last_position[*i] = position;
             next[*i] += 1;

@@ -7,6 +7,11 @@
 //!   the last chunk of a stream grows as events arrive)
 //! - `s | name` -> `last_revision+1:u64 | flags:u8 | metadata_position+1:u64` (BE)
 //! - `c` -> `checkpoint:u64 BE`: every event before this log position is in sled.
+//! - `d` -> the category rule the derived streams were built with (see `derived`); an index
+//!   built under another rule (or with them off) is rebuilt from the log.
+//!
+//! Derived streams (`$ce-…`, `$et-…`) are kept exactly like other streams: revision -> position
+//! entries appended as their events are indexed, so they share the flush and the checkpoint.
 //!
 //! A background flusher moves entries to sled in large atomic batches behind the log; readers
 //! look in memory first and in sled for older revisions, so they always see every committed event.
@@ -17,11 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::derived::{CategoryRule, CATEGORY_PREFIX, EVENT_TYPE_PREFIX};
 use crate::error::{Error, Result};
 use crate::metadata::StreamMetadata;
 
+mod flush;
+
 const KEY_CHECKPOINT: &[u8] = b"c";
 const KEY_FORMAT: &[u8] = b"v";
+const KEY_DERIVED: &[u8] = b"d";
 /// The base position of the newest segment the log had: evidence, at the next open, of a
 /// newest segment that went missing.
 const KEY_NEWEST_SEGMENT: &[u8] = b"n";
@@ -64,6 +73,16 @@ impl StreamState {
         tb.max(by_count)
     }
 
+    /// Records that `revision` (the next one) is at `position`.
+    fn push(&mut self, revision: u64, position: u64) {
+        if self.unflushed.is_empty() {
+            self.unflushed_base = revision;
+        }
+        self.unflushed.push(position);
+        self.last_revision = Some(revision);
+        self.dirty = true;
+    }
+
     /// True when the stream has events and at least one is not truncated away.
     pub fn has_visible(&self) -> bool {
         self.last_revision
@@ -79,6 +98,51 @@ pub struct Entry {
     pub position: u64,
     /// For events of `$$<s>`: what they do to `s`.
     pub effect: Option<Effect>,
+    /// The event type, for the derived streams (`None`: the event is listed in none).
+    pub event_type: Option<Arc<str>>,
+}
+
+/// Positions grouped by derived stream (`prefix`, `key`), in order within each group.
+#[derive(Default)]
+struct Grouped<'a> {
+    groups: Vec<(&'static str, &'a str, Vec<u64>)>,
+    /// The group used last: consecutive events usually share their category and type.
+    last: [usize; 2],
+    /// Group indexes by key, once there are too many groups to search.
+    many: HashMap<(&'static str, &'a str), usize>,
+}
+
+impl<'a> Grouped<'a> {
+    const SEARCHED: usize = 16;
+
+    fn add(&mut self, prefix: &'static str, key: &'a str, position: u64) {
+        let slot = usize::from(prefix == EVENT_TYPE_PREFIX);
+        let same = |g: &(&'static str, &'a str, Vec<u64>)| g.0 == prefix && g.1 == key;
+        let found = match self.groups.get(self.last[slot]) {
+            Some(g) if same(g) => Some(self.last[slot]),
+            _ if self.groups.len() <= Self::SEARCHED => self.groups.iter().position(same),
+            _ => self.many.get(&(prefix, key)).copied(),
+        };
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.groups.push((prefix, key, Vec::new()));
+                let i = self.groups.len() - 1;
+                if self.groups.len() > Self::SEARCHED {
+                    if self.many.is_empty() {
+                        for (j, g) in self.groups.iter().enumerate() {
+                            self.many.insert((g.0, g.1), j);
+                        }
+                    } else {
+                        self.many.insert((prefix, key), i);
+                    }
+                }
+                i
+            }
+        };
+        self.groups[i].2.push(position);
+        self.last[slot] = i;
+    }
 }
 
 /// A stream's entries and state, copied for one flush.
@@ -104,6 +168,8 @@ pub struct Index {
     checkpoint: AtomicU64,
     unflushed: AtomicU64,
     flush_lock: Mutex<()>,
+    /// The category rule of the derived streams; `None`: none are kept.
+    derived: Option<CategoryRule>,
 }
 
 fn chunk_key(stream: &str, chunk: u64) -> Vec<u8> {
@@ -161,18 +227,18 @@ fn open_db(path: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
 
 impl Index {
     /// Opens (or creates) the index at `path` and loads every stream's state.
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Index> {
+    pub fn open(path: &Path, cache_bytes: u64, derived: Option<CategoryRule>) -> Result<Index> {
         let db = open_db(path, cache_bytes).map_err(|source| Error::Index {
             path: path.to_owned(),
             source,
         })?;
-        Self::load(db, path, false)
+        Self::load(db, path, false, derived)
     }
 
     /// An empty index that lives in memory and is never written anywhere (entries stay in
     /// memory, the checkpoint stays at 0): for serving a store read-only when its index on
     /// disk cannot be written. Costs about 8 bytes of memory per event.
-    pub fn open_in_memory(cache_bytes: u64) -> Result<Index> {
+    pub fn open_in_memory(cache_bytes: u64, derived: Option<CategoryRule>) -> Result<Index> {
         let path = PathBuf::from("(in-memory index)");
         let db = sled::Config::new()
             .temporary(true)
@@ -183,10 +249,15 @@ impl Index {
                 path: path.clone(),
                 source,
             })?;
-        Self::load(db, &path, true)
+        Self::load(db, &path, true, derived)
     }
 
-    fn load(db: sled::Db, path: &Path, memory_only: bool) -> Result<Index> {
+    fn load(
+        db: sled::Db,
+        path: &Path,
+        memory_only: bool,
+        derived: Option<CategoryRule>,
+    ) -> Result<Index> {
         let idx_err = |source| Error::Index {
             path: path.to_owned(),
             source,
@@ -208,8 +279,18 @@ impl Index {
             db.clear().map_err(idx_err)?;
             checkpoint = 0;
         }
+        let rule = CategoryRule::encode(derived.as_ref());
+        let built_with = db.get(KEY_DERIVED).map_err(idx_err)?;
+        if checkpoint > 0 && built_with.as_deref() != Some(&rule[..]) {
+            tracing::warn!(
+                "the index's derived streams were built with other settings; rebuilding the index from the log"
+            );
+            db.clear().map_err(idx_err)?;
+            checkpoint = 0;
+        }
         db.insert(KEY_FORMAT, &INDEX_FORMAT.to_be_bytes())
             .map_err(idx_err)?;
+        db.insert(KEY_DERIVED, rule).map_err(idx_err)?;
         let mut streams = HashMap::new();
         for kv in db.scan_prefix(b"s") {
             let (k, v) = kv.map_err(idx_err)?;
@@ -246,6 +327,7 @@ impl Index {
             checkpoint: AtomicU64::new(checkpoint),
             unflushed: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
+            derived,
         })
     }
 
@@ -261,6 +343,9 @@ impl Index {
         self.db.clear().map_err(|e| self.err(e))?;
         self.db
             .insert(KEY_FORMAT, &INDEX_FORMAT.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        self.db
+            .insert(KEY_DERIVED, CategoryRule::encode(self.derived.as_ref()))
             .map_err(|e| self.err(e))?;
         self.streams.write().expect("index lock").clear();
         self.indexed_end.store(0, Ordering::Release);
@@ -304,23 +389,56 @@ impl Index {
     /// Applies committed events and moves `indexed_end` to `end`.
     pub fn apply(&self, entries: &[Entry], end: u64) {
         let mut streams = self.streams.write().expect("index lock");
+        let mut added = entries.len() as u64;
+        // The derived streams' new entries, grouped per stream (a batch usually touches few),
+        // so that each is looked up once per batch rather than once per event.
+        let mut derived = Grouped::default();
         for e in entries {
             Self::apply_one(&mut streams, e);
+            if let (Some(rule), Some(event_type)) = (&self.derived, &e.event_type) {
+                if !e.stream.starts_with('$') {
+                    if let Some(category) = rule.category(&e.stream) {
+                        derived.add(CATEGORY_PREFIX, category, e.position);
+                    }
+                    derived.add(EVENT_TYPE_PREFIX, event_type, e.position);
+                }
+            }
         }
-        self.unflushed
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let mut name = String::new();
+        for (prefix, key, positions) in derived.groups {
+            added += positions.len() as u64;
+            Self::list(&mut streams, &mut name, prefix, key, &positions);
+        }
+        self.unflushed.fetch_add(added, Ordering::Relaxed);
         self.indexed_end.store(end, Ordering::Release);
+    }
+
+    /// Appends events at `positions` to the derived stream `prefix + key` (`name` is scratch
+    /// space, so that the name is allocated only for a stream's first event).
+    fn list(
+        streams: &mut HashMap<Arc<str>, StreamState>,
+        name: &mut String,
+        prefix: &str,
+        key: &str,
+        positions: &[u64],
+    ) {
+        name.clear();
+        name.push_str(prefix);
+        name.push_str(key);
+        let st = match streams.get_mut(name.as_str()) {
+            Some(st) => st,
+            None => streams.entry(Arc::from(name.as_str())).or_default(),
+        };
+        for &position in positions {
+            let revision = st.last_revision.map_or(0, |r| r + 1);
+            st.push(revision, position);
+        }
     }
 
     fn apply_one(streams: &mut HashMap<Arc<str>, StreamState>, e: &Entry) {
         let st = streams.entry(e.stream.clone()).or_default();
         debug_assert_eq!(e.revision, st.unflushed_base + st.unflushed.len() as u64);
-        if st.unflushed.is_empty() {
-            st.unflushed_base = e.revision;
-        }
-        st.unflushed.push(e.position);
-        st.last_revision = Some(e.revision);
-        st.dirty = true;
+        st.push(e.revision, e.position);
         if let Some(effect) = &e.effect {
             let target = e
                 .stream
@@ -430,107 +548,6 @@ impl Index {
         Ok(out)
     }
 
-    /// Writes every unflushed entry and changed state to sled in one atomic batch, with the
-    /// checkpoint. Returns the number of entries written.
-    pub fn flush(&self) -> Result<u64> {
-        if self.memory_only {
-            return Ok(0);
-        }
-        let _one_at_a_time = self.flush_lock.lock().expect("flush lock");
-        // Copy what is to be written under the lock; build the batch outside it.
-        let mut work: Vec<FlushWork> = Vec::new();
-        let end = {
-            let mut streams = self.streams.write().expect("index lock");
-            for (name, st) in streams.iter_mut() {
-                if !st.dirty {
-                    continue;
-                }
-                let mut v = [0u8; 17];
-                v[0..8].copy_from_slice(&st.last_revision.map_or(0, |r| r + 1).to_be_bytes());
-                v[8] = if st.tombstoned { FLAG_TOMBSTONED } else { 0 };
-                v[9..17].copy_from_slice(&st.metadata_position.map_or(0, |p| p + 1).to_be_bytes());
-                work.push(FlushWork {
-                    name: name.clone(),
-                    base: st.unflushed_base,
-                    positions: st.unflushed.clone(),
-                    state: v,
-                });
-                st.dirty = false;
-            }
-            self.indexed_end()
-        };
-        if end == self.checkpoint() && work.is_empty() {
-            return Ok(0);
-        }
-        let result = self.write_batch(&work, end);
-        if let Err(e) = result {
-            // Leave the entries in memory and mark the streams dirty again: nothing is lost.
-            let mut streams = self.streams.write().expect("index lock");
-            for w in &work {
-                if let Some(st) = streams.get_mut(&w.name) {
-                    st.dirty = true;
-                }
-            }
-            return Err(e);
-        }
-        let mut count = 0;
-        let mut streams = self.streams.write().expect("index lock");
-        for w in work {
-            let n = w.positions.len();
-            count += n as u64;
-            if let Some(st) = streams.get_mut(&w.name) {
-                st.unflushed.drain(..n);
-                st.unflushed_base += n as u64;
-                if !st.unflushed.is_empty() {
-                    st.dirty = true;
-                }
-            }
-        }
-        drop(streams);
-        self.unflushed.fetch_sub(count, Ordering::Relaxed);
-        self.checkpoint.store(end, Ordering::Release);
-        Ok(count)
-    }
-
-    fn write_batch(&self, work: &[FlushWork], end: u64) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for FlushWork {
-            name,
-            base,
-            positions,
-            state,
-        } in work
-        {
-            let mut rev = *base;
-            let mut rest = &positions[..];
-            while !rest.is_empty() {
-                let chunk = rev / CHUNK;
-                let offset = rev % CHUNK;
-                let take = ((CHUNK - offset) as usize).min(rest.len());
-                let key = chunk_key(name, chunk);
-                let mut value = if offset > 0 {
-                    let old = self
-                        .db
-                        .get(&key)
-                        .map_err(|e| self.err(e))?
-                        .unwrap_or_default();
-                    old[..(offset as usize * 8).min(old.len())].to_vec()
-                } else {
-                    Vec::with_capacity(take * 8)
-                };
-                for p in &rest[..take] {
-                    value.extend_from_slice(&p.to_le_bytes());
-                }
-                batch.insert(key, value);
-                rev += take as u64;
-                rest = &rest[take..];
-            }
-            batch.insert(state_key(name), &state[..]);
-        }
-        batch.insert(KEY_CHECKPOINT, &end.to_be_bytes());
-        self.db.apply_batch(batch).map_err(|e| self.err(e))
-    }
-
     /// Makes sled durable on disk.
     pub fn sync(&self) -> Result<()> {
         if self.memory_only {
@@ -546,172 +563,4 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn entry(stream: &str, revision: u64, position: u64) -> Entry {
-        Entry {
-            stream: Arc::from(stream),
-            revision,
-            position,
-            effect: None,
-        }
-    }
-
-    /// Appends `n` events to `stream` starting at `first` (revision), positions 10 apart.
-    fn append(index: &Index, stream: &str, first: u64, n: u64, end: &mut u64) {
-        let entries: Vec<Entry> = (first..first + n)
-            .map(|r| {
-                *end += 10;
-                entry(stream, r, *end - 10)
-            })
-            .collect();
-        index.apply(&entries, *end);
-    }
-
-    #[test]
-    fn positions_span_memory_sled_and_chunk_boundaries_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut end = 0;
-        let mut want = Vec::new();
-        {
-            let index = Index::open(dir.path(), 1 << 20).unwrap();
-            // 300 (crosses a chunk), flush mid-chunk, 400 more (crosses two), flush, 50 in memory.
-            for (n, flush) in [(300, true), (400, true), (50, false)] {
-                let first = want.len() as u64;
-                append(&index, "s", first, n, &mut end);
-                want.extend((first..first + n).map(|r| r * 10));
-                if flush {
-                    index.flush().unwrap();
-                    assert_eq!(index.checkpoint(), first * 10 + n * 10);
-                }
-            }
-            assert_eq!(index.unflushed_count(), 50);
-            assert_eq!(index.positions("s", 0, 749).unwrap(), want);
-            assert_eq!(index.positions("s", 255, 256).unwrap(), vec![2550, 2560]);
-            assert_eq!(
-                index.positions("s", 699, 701).unwrap(),
-                vec![6990, 7000, 7010]
-            );
-            assert!(index.positions("s", 5, 4).unwrap().is_empty());
-            assert!(index.positions("other", 0, 10).unwrap().is_empty());
-            index.flush().unwrap();
-            index.sync().unwrap();
-        }
-        let index = Index::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(index.checkpoint(), end);
-        index.with_stream("s", |st| {
-            assert_eq!(st.unwrap().last_revision, Some(749));
-        });
-        assert_eq!(index.positions("s", 0, 749).unwrap(), want);
-        // New events continue the last, partly filled chunk.
-        append(&index, "s", 750, 10, &mut end);
-        index.flush().unwrap();
-        assert_eq!(index.positions("s", 745, 759).unwrap().len(), 15);
-    }
-
-    #[test]
-    fn metadata_effects_set_the_target_stream_and_persist() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let index = Index::open(dir.path(), 1 << 20).unwrap();
-            let meta = Arc::new(StreamMetadata {
-                max_count: Some(2),
-                ..Default::default()
-            });
-            let mut e = entry("$$a", 0, 100);
-            e.effect = Some(Effect::Metadata(meta));
-            let mut t = entry("$$b", 0, 200);
-            t.effect = Some(Effect::Tombstone);
-            index.apply(
-                &[entry("a", 0, 0), entry("a", 1, 10), entry("a", 2, 20), e, t],
-                300,
-            );
-            index.with_stream("a", |st| {
-                let st = st.unwrap();
-                assert_eq!(st.metadata_position, Some(100));
-                assert_eq!(st.first_visible(), 1, "max count 2 of revisions 0..=2");
-                assert!(st.has_visible());
-            });
-            index.with_stream("b", |st| assert!(st.unwrap().tombstoned));
-            index.flush().unwrap();
-        }
-        let index = Index::open(dir.path(), 1 << 20).unwrap();
-        index.with_stream("a", |st| {
-            let st = st.unwrap();
-            assert_eq!(st.metadata_position, Some(100));
-            assert!(
-                st.metadata.is_none(),
-                "parsed from the log by recovery, not stored"
-            );
-        });
-        index.with_stream("b", |st| assert!(st.unwrap().tombstoned));
-        assert_eq!(index.metadata_to_load(), vec![("a".to_owned(), 100)]);
-    }
-
-    #[test]
-    fn first_visible_takes_the_later_of_truncate_before_and_max_count() {
-        let mut st = StreamState {
-            last_revision: Some(9),
-            ..Default::default()
-        };
-        assert_eq!(st.first_visible(), 0);
-        st.metadata = Some(Arc::new(StreamMetadata {
-            truncate_before: Some(4),
-            max_count: Some(3),
-            ..Default::default()
-        }));
-        assert_eq!(st.first_visible(), 7);
-        st.metadata = Some(Arc::new(StreamMetadata {
-            truncate_before: Some(12),
-            ..Default::default()
-        }));
-        assert!(!st.has_visible(), "everything truncated away");
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: 64,
-            rng_seed: proptest::test_runner::RngSeed::Fixed(0x1de7),
-            ..ProptestConfig::default()
-        })]
-        /// Random appends to a few streams, flushes and reopens: every range read matches a
-        /// plain list of positions per stream.
-        #[test]
-        fn index_matches_a_list_per_stream(
-            steps in proptest::collection::vec((0usize..3, 1u64..300, any::<bool>(), any::<bool>()), 1..25),
-            queries in proptest::collection::vec((0usize..3, 0u64..2000, 0u64..600), 1..20),
-        ) {
-            let dir = tempfile::tempdir().unwrap();
-            let names = ["x", "y", "z"];
-            let mut model: Vec<Vec<u64>> = vec![Vec::new(); 3];
-            let mut end = 0;
-            let mut index = Index::open(dir.path(), 1 << 20).unwrap();
-            for (s, n, flush, reopen) in steps {
-                let first = model[s].len() as u64;
-                append(&index, names[s], first, n, &mut end);
-                model[s].extend((0..n).map(|i| end - (n - i) * 10));
-                if flush {
-                    index.flush().unwrap();
-                }
-                if flush && reopen {
-                    drop(index);
-                    index = Index::open(dir.path(), 1 << 20).unwrap();
-                }
-            }
-            for (s, from, len) in queries {
-                let to = from + len;
-                let got = index.positions(names[s], from, to).unwrap();
-                let m = &model[s];
-                let want: Vec<u64> = m
-                    .iter()
-                    .copied()
-                    .skip(from as usize)
-                    .take((to - from + 1) as usize)
-                    .collect();
-                prop_assert_eq!(got, want);
-            }
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,103 @@
+//! Derived streams: `$ce-<category>` (every event of the streams in a category) and
+//! `$et-<event type>` (every event of a type), maintained by the index with every commit and
+//! rebuilt from the log like the stream index. No record is written for them: each holds, at
+//! dense revisions 0, 1, 2… in log order, the log positions of the events it lists, so a
+//! revision never changes once assigned (a rebuild assigns the same ones) and a reader's
+//! checkpoint stays valid.
+//!
+//! Only events of user streams (names not starting with `$`) are listed. A stream's category is
+//! its name up to the first separator (or the last, if so configured); a name without the
+//! separator, or starting with it, has no category.
+
+/// Names of category streams start with this.
+pub const CATEGORY_PREFIX: &str = "$ce-";
+/// Names of event-type streams start with this.
+pub const EVENT_TYPE_PREFIX: &str = "$et-";
+
+/// How a stream's category is taken from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CategoryRule {
+    pub separator: char,
+    /// Cut at the last separator instead of the first.
+    pub from_last: bool,
+}
+
+impl Default for CategoryRule {
+    /// KurrentDB's default: up to the first `-`.
+    fn default() -> Self {
+        CategoryRule {
+            separator: '-',
+            from_last: false,
+        }
+    }
+}
+
+impl CategoryRule {
+    /// The category of `stream`, if it has one.
+    pub fn category<'a>(&self, stream: &'a str) -> Option<&'a str> {
+        let at = if self.from_last {
+            stream.rfind(self.separator)
+        } else {
+            stream.find(self.separator)
+        }?;
+        (at > 0).then(|| &stream[..at])
+    }
+
+    /// The form stored with the index, so that an index built under another rule is rebuilt.
+    pub(crate) fn encode(rule: Option<&CategoryRule>) -> Vec<u8> {
+        match rule {
+            None => b"off".to_vec(),
+            Some(r) => format!(
+                "{}:{}",
+                if r.from_last { "last" } else { "first" },
+                r.separator
+            )
+            .into_bytes(),
+        }
+    }
+}
+
+/// A page of a derived stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedSlice {
+    /// Each event with its revision in the derived stream.
+    pub events: Vec<(u64, crate::types::RecordedEvent)>,
+    /// Where the next page starts; `None`: nothing more in this direction.
+    pub next_revision: Option<u64>,
+    /// The derived stream's last revision.
+    pub last_revision: u64,
+}
+
+/// Whether `stream` is a derived stream (read-only, maintained by the engine).
+pub fn is_derived(stream: &str) -> bool {
+    stream.starts_with(CATEGORY_PREFIX) || stream.starts_with(EVENT_TYPE_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_follow_the_rule() {
+        let first = CategoryRule::default();
+        assert_eq!(first.category("order-1"), Some("order"));
+        assert_eq!(first.category("order-1-a"), Some("order"));
+        assert_eq!(first.category("order"), None);
+        assert_eq!(first.category("-1"), None);
+        let last = CategoryRule {
+            separator: '.',
+            from_last: true,
+        };
+        assert_eq!(last.category("shop.order.1"), Some("shop.order"));
+        assert_eq!(last.category("shop"), None);
+        assert_ne!(
+            CategoryRule::encode(Some(&first)),
+            CategoryRule::encode(Some(&last))
+        );
+        assert_ne!(
+            CategoryRule::encode(None),
+            CategoryRule::encode(Some(&first))
+        );
+        assert!(is_derived("$ce-order") && is_derived("$et-Placed") && !is_derived("$$x"));
+    }
+}
