@@ -28,6 +28,7 @@ pub mod cluster;
 #[macro_use]
 mod group_settings;
 pub mod persistent;
+mod read_stream;
 pub mod status;
 pub mod streams;
 pub mod v2;

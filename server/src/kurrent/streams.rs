@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::read_stream::{Item, ReadStream};
 use super::status::{access_denied, delete_wrong_version, from_strata, stream_deleted};
 use super::{event_parts, from_commit, stream_id, stream_name, to_commit};
 use crate::auth;
@@ -24,7 +25,7 @@ use crate::streams::StreamsService;
 use crate::subscriptions::SubscriptionsService;
 use strata_auth::Operation;
 
-type ReadTx = mpsc::Sender<Result<ks::ReadResp, Status>>;
+type ReadTx = mpsc::Sender<Item>;
 
 pub struct KurrentStreams {
     engine: Arc<Engine>,
@@ -134,10 +135,12 @@ impl KurrentStreams {
         plan: ReadPlan,
         from: Option<ReadFrom>,
         count: u64,
-    ) -> Result<ReceiverStream<Result<ks::ReadResp, Status>>, Status> {
-        let (tx, rx) = mpsc::channel(4);
+    ) -> Result<ReadStream, Status> {
+        // A page of converted events at a time: one more page may wait while the transport
+        // sends the current one.
+        let (tx, rx) = mpsc::channel::<Vec<Item>>(1);
         if count == 0 {
-            return Ok(ReceiverStream::new(rx));
+            return Ok(ReadStream::pages(rx));
         }
         let request = v1::ReadRequest {
             stream: plan.stream.clone(),
@@ -152,7 +155,7 @@ impl KurrentStreams {
         request.extensions_mut().insert(plan.who.clone());
         match self.reads.read(request).await {
             Err(s) if is_not_found(&s) => {
-                let _ = tx.send(Ok(not_found(&stream))).await;
+                let _ = tx.send(vec![Ok(not_found(&stream))]).await;
             }
             Err(s) => return Err(from_strata(s)),
             Ok(r) => {
@@ -162,21 +165,19 @@ impl KurrentStreams {
                     while let Some(page) = pages.next().await {
                         let sent = match page {
                             Ok(p) => {
-                                let mut ok = true;
-                                for e in p.events {
-                                    if tx.send(Ok(read_event(e, plan.structured))).await.is_err() {
-                                        ok = false;
-                                        break;
-                                    }
-                                }
-                                ok
+                                let page: Vec<Item> = p
+                                    .events
+                                    .into_iter()
+                                    .map(|e| Ok(read_event(e, plan.structured)))
+                                    .collect();
+                                tx.send(page).await.is_ok()
                             }
                             Err(s) if is_not_found(&s) => {
-                                let _ = tx.send(Ok(not_found(&stream))).await;
+                                let _ = tx.send(vec![Ok(not_found(&stream))]).await;
                                 false
                             }
                             Err(s) => {
-                                let _ = tx.send(Err(from_strata(s))).await;
+                                let _ = tx.send(vec![Err(from_strata(s))]).await;
                                 false
                             }
                         };
@@ -187,14 +188,10 @@ impl KurrentStreams {
                 });
             }
         }
-        Ok(ReceiverStream::new(rx))
+        Ok(ReadStream::pages(rx))
     }
 
-    async fn subscribe(
-        &self,
-        plan: ReadPlan,
-        from: Option<SubFrom>,
-    ) -> Result<ReceiverStream<Result<ks::ReadResp, Status>>, Status> {
+    async fn subscribe(&self, plan: ReadPlan, from: Option<SubFrom>) -> Result<ReadStream, Status> {
         let filtered = plan.filter.is_some();
         let request = v1::SubscribeRequest {
             stream: plan.stream.clone(),
@@ -289,13 +286,13 @@ impl KurrentStreams {
                 }
             }
         });
-        Ok(ReceiverStream::new(rx))
+        Ok(ReadStream::items(rx))
     }
 }
 
 #[tonic::async_trait]
 impl ks::streams_server::Streams for KurrentStreams {
-    type ReadStream = ReceiverStream<Result<ks::ReadResp, Status>>;
+    type ReadStream = ReadStream;
 
     async fn read(
         &self,
@@ -419,7 +416,7 @@ impl ks::streams_server::Streams for KurrentStreams {
         {
             // Backwards from before the first event: nothing.
             let (_tx, rx) = mpsc::channel(1);
-            ReceiverStream::new(rx)
+            ReadStream::items(rx)
         } else {
             self.read_count(plan, read_from, count).await?
         };
