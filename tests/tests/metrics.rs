@@ -154,9 +154,7 @@ fn metrics_are_off_by_default_and_a_bad_address_is_refused() {
 fn errors_are_counted_for_every_service_and_at_the_end_of_streams() {
     use futures::StreamExt;
     use strata_kurrentdb_proto::event_store::client::{
-        self as kc,
-        persistent_subscriptions::persistent_subscriptions_client::PersistentSubscriptionsClient,
-        streams as ks, streams::streams_client::StreamsClient,
+        self as kc, streams as ks, streams::streams_client::StreamsClient,
     };
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
@@ -194,10 +192,22 @@ fn errors_are_counted_for_every_service_and_at_the_end_of_streams() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        let err = PersistentSubscriptionsClient::connect(server.url())
-            .await
+        // A KurrentDB service Strata does not serve (projections).
+        let channel = tonic::transport::Endpoint::from_shared(server.url())
             .unwrap()
-            .restart_subsystem(kc::Empty {})
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary::<kc::Empty, kc::Empty, _>(
+                tonic::Request::new(kc::Empty {}),
+                "/event_store.client.projections.Projections/RestartSubsystem"
+                    .parse()
+                    .unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unimplemented);
