@@ -244,29 +244,42 @@ impl Client {
             expected: Some(types::expected_to_proto(expected)),
             events: events.into_iter().map(EventData::into_proto).collect(),
         };
+        let r = self
+            .retrying(|| async {
+                match &self.session {
+                    Some(session) => session.append(request.clone(), self.timeout).await,
+                    None => self
+                        .streams()
+                        .append(self.unary(request.clone()))
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(Error::from),
+                }
+            })
+            .await?;
+        Ok(AppendResult {
+            revision: r.revision,
+            position: r.position,
+            idempotent_replay: r.idempotent_replay,
+        })
+    }
+
+    /// Runs `call` until it succeeds, fails with an error that is not transient, or has been
+    /// retried [`ClientBuilder::append_retries`] times (after 100, 200, 400… ms). Only for
+    /// calls that are safe to repeat (appends whose events carry their IDs).
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut attempt = 0;
         loop {
-            let result = match &self.session {
-                Some(session) => session.append(request.clone(), self.timeout).await,
-                None => self
-                    .streams()
-                    .append(self.unary(request.clone()))
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(Error::from),
-            };
-            match result {
-                Ok(r) => {
-                    return Ok(AppendResult {
-                        revision: r.revision,
-                        position: r.position,
-                        idempotent_replay: r.idempotent_replay,
-                    });
+            match call().await {
+                Ok(r) => return Ok(r),
+                Err(err) if !err.is_transient() || attempt >= self.append_retries => {
+                    return Err(err)
                 }
-                Err(err) => {
-                    if !err.is_transient() || attempt >= self.append_retries {
-                        return Err(err);
-                    }
+                Err(_) => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(5))).await;
                 }

@@ -1,7 +1,5 @@
 //! Multi-stream atomic appends.
 
-use std::time::Duration;
-
 use strata_proto::v1;
 
 use crate::types::{expected_to_proto, EventData, ExpectedRevision};
@@ -91,38 +89,27 @@ impl Client {
             appends: append.appends,
             checks: append.checks,
         };
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .streams()
-                .append_multi(self.unary(request.clone()))
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(Error::from);
-            match result {
-                Ok(r) => {
-                    return Ok(MultiAppendResult {
-                        streams: r
-                            .streams
-                            .into_iter()
-                            .map(|s| StreamAppended {
-                                stream: s.stream,
-                                revision: s.revision,
-                                position: s.position,
-                            })
-                            .collect(),
-                        position: r.position,
-                        idempotent_replay: r.idempotent_replay,
-                    })
-                }
-                Err(err) => {
-                    if !err.is_transient() || attempt >= self.append_retries {
-                        return Err(err);
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(5))).await;
-                }
-            }
-        }
+        let r = self
+            .retrying(|| async {
+                self.streams()
+                    .append_multi(self.unary(request.clone()))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(Error::from)
+            })
+            .await?;
+        Ok(MultiAppendResult {
+            streams: r
+                .streams
+                .into_iter()
+                .map(|s| StreamAppended {
+                    stream: s.stream,
+                    revision: s.revision,
+                    position: s.position,
+                })
+                .collect(),
+            position: r.position,
+            idempotent_replay: r.idempotent_replay,
+        })
     }
 }
