@@ -43,8 +43,8 @@ pub use persistent::{
     GroupSettings, GroupStart, GroupStatus, NackAction,
 };
 pub use types::{
-    AppendResult, Direction, EventData, ExpectedRevision, Filter, ReadFrom, RecordedEvent,
-    ServerInfo, StreamInfo, StreamMetadata, SubscribeFrom, SubscriptionMessage,
+    AppendResult, Direction, EventData, ExpectedRevision, Filter, ListedIn, ReadFrom,
+    RecordedEvent, ServerInfo, StreamInfo, StreamMetadata, SubscribeFrom, SubscriptionMessage,
 };
 pub use users::User;
 

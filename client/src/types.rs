@@ -138,6 +138,22 @@ pub struct RecordedEvent {
     pub is_json: bool,
     /// Server time of the append.
     pub created: SystemTime,
+    /// Where the event is listed when it was read through a derived stream (`$ce-<category>`,
+    /// `$et-<event type>`); the other fields are the event's own.
+    pub listed_in: Option<ListedIn>,
+}
+
+/// An event's place in a derived stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedIn {
+    /// The derived stream's name.
+    pub stream: String,
+    /// Dense from 0 in log order and never reassigned: resume reads and subscriptions of the
+    /// derived stream from it.
+    pub revision: u64,
+    /// The event is no longer readable in its own stream (deleted, truncated, aged out): only
+    /// `stream`, `revision` and `position` of the event are set.
+    pub unresolved: bool,
 }
 
 impl RecordedEvent {
@@ -162,6 +178,11 @@ impl RecordedEvent {
             metadata: e.metadata,
             is_json: e.content_type == v1::ContentType::Json as i32,
             created,
+            listed_in: e.listed_in.map(|l| ListedIn {
+                stream: l.stream,
+                revision: l.revision,
+                unresolved: l.unresolved,
+            }),
         }
     }
 }

@@ -83,6 +83,33 @@ pub fn event_to_proto(e: RecordedEvent) -> v1::RecordedEvent {
             ContentType::Json => v1::ContentType::Json as i32,
             ContentType::Binary => v1::ContentType::Binary as i32,
         },
+        listed_in: None,
+    }
+}
+
+/// An entry of a derived stream (`stream`): the event with where it is listed, or, when the
+/// event is no longer readable in its own stream, only where it was.
+pub fn derived_to_proto(
+    stream: &str,
+    d: strata_engine::derived::DerivedEvent,
+) -> v1::RecordedEvent {
+    let listed_in = Some(v1::ListedIn {
+        stream: stream.to_owned(),
+        revision: d.revision,
+        unresolved: !d.resolvable,
+    });
+    if d.resolvable {
+        return v1::RecordedEvent {
+            listed_in,
+            ..event_to_proto(d.event)
+        };
+    }
+    v1::RecordedEvent {
+        stream: d.event.stream,
+        revision: d.event.revision,
+        position: d.event.position,
+        listed_in,
+        ..Default::default()
     }
 }
 

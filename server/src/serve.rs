@@ -135,6 +135,19 @@ pub struct ServeArgs {
     /// port its connection reached).
     #[arg(long, env = "STRATA_ADVERTISE_PORT")]
     pub advertise_port: Option<u16>,
+    /// Keep the derived streams `$ce-<category>` and `$et-<event type>` (read-only, served on
+    /// both APIs, admin-only by default like other `$` streams). They are index entries, not
+    /// records: the log does not grow, appends cost more index work. Turning it on for an
+    /// existing store builds them from the log at start-up.
+    #[arg(long, env = "STRATA_DERIVED_STREAMS")]
+    pub derived_streams: bool,
+    /// Character that ends a stream's category in its name (`order-1` is in `$ce-order`).
+    #[arg(long, env = "STRATA_CATEGORY_SEPARATOR", default_value_t = '-')]
+    pub category_separator: char,
+    /// Take the category up to the last separator instead of the first (`shop-order-1` is
+    /// then in `$ce-shop-order`). Changing the rule rebuilds the derived streams at start-up.
+    #[arg(long, env = "STRATA_CATEGORY_FROM_LAST")]
+    pub category_from_last: bool,
     #[command(flatten)]
     pub security: crate::auth::mode::SecurityArgs,
 }
@@ -232,6 +245,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     config.max_append_size = args.max_append_size as usize;
     config.index_cache_bytes = args.index_cache_size;
     config.accept_data_loss = args.accept_data_loss;
+    config.derived = args
+        .derived_streams
+        .then_some(strata_engine::derived::CategoryRule {
+            separator: args.category_separator,
+            from_last: args.category_from_last,
+        });
 
     let mode = crate::auth::mode::resolve(&args.security, args.listen, args.metrics_listen.0)?;
     let admin_password = crate::auth::mode::initial_admin_password(&args.security)?;

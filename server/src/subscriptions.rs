@@ -142,6 +142,52 @@ async fn send(tx: &Tx, m: Message) -> Result<(), Stop> {
     tx.send(msg(m)).await.map_err(|_| Stop::ClientGone)
 }
 
+/// A page of a stream subscription: each event with its revision in the stream subscribed to
+/// (for a derived stream, where it is listed there).
+struct StreamPage {
+    events: Vec<(u64, v1::RecordedEvent)>,
+    next_revision: Option<u64>,
+    last_revision: u64,
+}
+
+fn stream_page(engine: &Engine, stream: &str, from: u64) -> Result<StreamPage, Error> {
+    let from = StreamFrom::Revision(from);
+    if strata_engine::derived::is_derived(stream) {
+        let slice = engine.read_derived(stream, from, Direction::Forwards, PAGE, PAGE_BYTES)?;
+        return Ok(StreamPage {
+            events: slice
+                .events
+                .into_iter()
+                .map(|d| (d.revision, crate::convert::derived_to_proto(stream, d)))
+                .collect(),
+            next_revision: slice.next_revision,
+            last_revision: slice.last_revision,
+        });
+    }
+    let slice = engine.read_stream_budget(stream, from, Direction::Forwards, PAGE, PAGE_BYTES)?;
+    Ok(StreamPage {
+        events: slice
+            .events
+            .into_iter()
+            .map(|e| (e.revision, event_to_proto(e)))
+            .collect(),
+        next_revision: slice.next_revision,
+        last_revision: slice.last_revision,
+    })
+}
+
+/// The last revision of a stream (or derived stream).
+fn stream_end(engine: &Engine, stream: &str) -> Result<u64, Error> {
+    if strata_engine::derived::is_derived(stream) {
+        return engine
+            .read_derived(stream, StreamFrom::End, Direction::Backwards, 1, 1)
+            .map(|s| s.last_revision);
+    }
+    engine
+        .read_stream(stream, StreamFrom::End, Direction::Backwards, 1)
+        .map(|s| s.last_revision)
+}
+
 /// Runs one subscription until the client leaves, the server shuts down or an error ends it.
 async fn run(
     engine: Arc<Engine>,
@@ -162,26 +208,18 @@ async fn run(
         let at_end = match &mut target {
             Target::Stream { name, next } => {
                 let (e, n, from) = (engine.clone(), name.clone(), *next);
-                let page = read(small, move || {
-                    match e.read_stream_budget(
-                        &n,
-                        StreamFrom::Revision(from),
-                        Direction::Forwards,
-                        PAGE,
-                        PAGE_BYTES,
-                    ) {
-                        Err(Error::StreamNotFound { .. }) => Ok(None),
-                        other => other.map(Some),
-                    }
+                let page = read(small, move || match stream_page(&e, &n, from) {
+                    Err(Error::StreamNotFound { .. }) => Ok(None),
+                    other => other.map(Some),
                 })
                 .await?;
                 match page {
                     None => true,
                     Some(slice) => {
                         let full = slice.events.len() == PAGE;
-                        for ev in slice.events {
-                            *next = ev.revision + 1;
-                            send(&tx, Message::Event(event_to_proto(ev))).await?;
+                        for (revision, ev) in slice.events {
+                            *next = revision + 1;
+                            send(&tx, Message::Event(ev)).await?;
                         }
                         // Events hidden by max-age or truncation were skipped: move past them too.
                         *next = (*next).max(slice.next_revision.unwrap_or(slice.last_revision + 1));
@@ -342,15 +380,11 @@ impl Subscriptions for SubscriptionsService {
             if r.stream.is_empty() {
                 return Err(invalid("stream", "must not be empty"));
             }
+            crate::streams::derived_served(&self.engine, &r.stream)?;
             let next = match r.from {
                 None | Some(SubFrom::Start(_)) => 0,
-                Some(SubFrom::End(_)) => match self.engine.read_stream(
-                    &r.stream,
-                    StreamFrom::End,
-                    Direction::Backwards,
-                    1,
-                ) {
-                    Ok(s) => s.last_revision + 1,
+                Some(SubFrom::End(_)) => match stream_end(&self.engine, &r.stream) {
+                    Ok(last) => last + 1,
                     Err(Error::StreamNotFound { .. }) => 0,
                     Err(e) => return Err(from_engine(e)),
                 },

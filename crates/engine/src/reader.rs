@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::derived::DerivedSlice;
+use crate::derived::{DerivedEvent, DerivedSlice};
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::filter::EventFilter;
@@ -74,7 +74,7 @@ impl Shared {
         }
         let slice = self.read_stream_revisions(stream, from, direction, max, raw, max_bytes)?;
         Ok(StreamSlice {
-            events: slice.events.into_iter().map(|(_, e)| e).collect(),
+            events: slice.events.into_iter().map(|d| d.event).collect(),
             next_revision: slice.next_revision,
             last_revision: slice.last_revision,
         })
@@ -184,15 +184,17 @@ impl Shared {
             if oldest_ns.is_some_and(|oldest| e.timestamp_ns < oldest) {
                 continue;
             }
-            if derived && !raw && !self.source_visible(&e) {
-                continue;
-            }
+            let resolvable = !derived || raw || self.source_visible(&e);
             let revision = match direction {
                 Direction::Forwards => lo + i as u64,
                 Direction::Backwards => hi - i as u64,
             };
             bytes += event_cost(&e);
-            events.push((revision, e));
+            events.push(DerivedEvent {
+                revision,
+                event: e,
+                resolvable,
+            });
         }
         Ok(DerivedSlice {
             events,

@@ -23,14 +23,16 @@ impl Engine {
 
     /// Reads a derived stream (`$ce-<category>`, `$et-<event type>`): each event as written,
     /// with its revision in the derived stream (dense, in log order, never reassigned). Events
-    /// no longer readable in their own stream (deleted, truncated, aged out) are left out, so
-    /// a page may hold fewer than `max`; `next_revision` says where to go on.
+    /// no longer readable in their own stream (deleted, truncated, aged out) come marked as
+    /// not resolvable. The page stops at `max` entries or once their events reach
+    /// `max_bytes` (at least one is returned); `next_revision` says where to go on.
     pub fn read_derived(
         &self,
         stream: &str,
         from: StreamFrom,
         direction: Direction,
         max: usize,
+        max_bytes: usize,
     ) -> Result<crate::derived::DerivedSlice> {
         validate_stream_name(stream)?;
         if !crate::derived::is_derived(stream) {
@@ -40,7 +42,7 @@ impl Engine {
             ));
         }
         self.shared
-            .read_stream_revisions(stream, from, direction, max, false, usize::MAX)
+            .read_stream_revisions(stream, from, direction, max, false, max_bytes)
     }
 
     /// [`Engine::read_stream`] that ignores the stream's retention metadata (`$tb`,

@@ -108,7 +108,13 @@ fn check(e: &Engine, m: &Model) -> Result<(), TestCaseError> {
             .filter(|(_, (_, visible))| *visible)
             .map(|(i, (id, _))| (i as u64, *id))
             .collect();
-        let got = e.read_derived(name, StreamFrom::Start, Direction::Forwards, 10_000);
+        let got = e.read_derived(
+            name,
+            StreamFrom::Start,
+            Direction::Forwards,
+            10_000,
+            usize::MAX,
+        );
         if listing.is_empty() {
             prop_assert!(
                 matches!(got, Err(Error::StreamNotFound { .. })),
@@ -118,21 +124,59 @@ fn check(e: &Engine, m: &Model) -> Result<(), TestCaseError> {
         }
         let got = got.map_err(|err| TestCaseError::fail(format!("{name}: {err}")))?;
         prop_assert_eq!(got.last_revision, listing.len() as u64 - 1, "{}", name);
-        let have: Vec<(u64, Uuid)> = got.events.iter().map(|(r, x)| (*r, x.event_id)).collect();
+        let have: Vec<(u64, Uuid)> = got
+            .events
+            .iter()
+            .filter(|d| d.resolvable)
+            .map(|d| (d.revision, d.event.event_id))
+            .collect();
         prop_assert_eq!(&have, &want, "{} forwards", name);
+        // Entries whose event is no longer readable stay in place, marked, as references.
+        let all: Vec<(u64, Uuid)> = got
+            .events
+            .iter()
+            .map(|d| (d.revision, d.event.event_id))
+            .collect();
+        let full: Vec<(u64, Uuid)> = listing
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (i as u64, *id))
+            .collect();
+        prop_assert_eq!(all, full, "{} entries", name);
         let back = e
-            .read_derived(name, StreamFrom::End, Direction::Backwards, 10_000)
+            .read_derived(
+                name,
+                StreamFrom::End,
+                Direction::Backwards,
+                10_000,
+                usize::MAX,
+            )
             .map_err(|err| TestCaseError::fail(err.to_string()))?;
-        let mut have: Vec<(u64, Uuid)> =
-            back.events.iter().map(|(r, x)| (*r, x.event_id)).collect();
+        let mut have: Vec<(u64, Uuid)> = back
+            .events
+            .iter()
+            .filter(|d| d.resolvable)
+            .map(|d| (d.revision, d.event.event_id))
+            .collect();
         have.reverse();
         prop_assert_eq!(&have, &want, "{} backwards", name);
         // Paging from any revision continues exactly where the checkpoint says.
         let mid = listing.len() as u64 / 2;
         let page = e
-            .read_derived(name, StreamFrom::Revision(mid), Direction::Forwards, 10_000)
+            .read_derived(
+                name,
+                StreamFrom::Revision(mid),
+                Direction::Forwards,
+                10_000,
+                usize::MAX,
+            )
             .map_err(|err| TestCaseError::fail(err.to_string()))?;
-        let have: Vec<(u64, Uuid)> = page.events.iter().map(|(r, x)| (*r, x.event_id)).collect();
+        let have: Vec<(u64, Uuid)> = page
+            .events
+            .iter()
+            .filter(|d| d.resolvable)
+            .map(|d| (d.revision, d.event.event_id))
+            .collect();
         let tail: Vec<(u64, Uuid)> = want.iter().filter(|(r, _)| *r >= mid).cloned().collect();
         prop_assert_eq!(have, tail, "{} from {}", name, mid);
     }
@@ -271,7 +315,13 @@ fn settings_changes_rebuild_and_derived_streams_are_read_only() {
             assert!(err.to_string().contains("derived stream"), "{err}");
         });
         let got = e
-            .read_derived("$ce-shop.order", StreamFrom::Start, Direction::Forwards, 10)
+            .read_derived(
+                "$ce-shop.order",
+                StreamFrom::Start,
+                Direction::Forwards,
+                10,
+                usize::MAX,
+            )
             .unwrap();
         assert_eq!(got.events.len(), 1);
     }
@@ -282,20 +332,43 @@ fn settings_changes_rebuild_and_derived_streams_are_read_only() {
     {
         let e = Engine::open(cfg.clone()).unwrap();
         let got = e
-            .read_derived("$ce-shop", StreamFrom::Start, Direction::Forwards, 10)
+            .read_derived(
+                "$ce-shop",
+                StreamFrom::Start,
+                Direction::Forwards,
+                10,
+                usize::MAX,
+            )
             .unwrap();
-        let have: Vec<(u64, Uuid)> = got.events.iter().map(|(r, x)| (*r, x.event_id)).collect();
+        let have: Vec<(u64, Uuid)> = got
+            .events
+            .iter()
+            .filter(|d| d.resolvable)
+            .map(|d| (d.revision, d.event.event_id))
+            .collect();
         assert_eq!(have, vec![(0, ids[0]), (1, ids[1])]);
     }
     cfg.derived = None;
     {
         let e = Engine::open(cfg.clone()).unwrap();
         assert!(matches!(
-            e.read_derived("$et-Placed", StreamFrom::Start, Direction::Forwards, 10),
+            e.read_derived(
+                "$et-Placed",
+                StreamFrom::Start,
+                Direction::Forwards,
+                10,
+                usize::MAX
+            ),
             Err(Error::StreamNotFound { .. })
         ));
         assert!(e
-            .read_derived("shop.order-1", StreamFrom::Start, Direction::Forwards, 10)
+            .read_derived(
+                "shop.order-1",
+                StreamFrom::Start,
+                Direction::Forwards,
+                10,
+                usize::MAX
+            )
             .is_err());
     }
 }

@@ -27,6 +27,7 @@ mod append_errors;
 pub mod cluster;
 #[macro_use]
 mod group_settings;
+mod links;
 pub mod persistent;
 mod read_stream;
 pub mod status;

@@ -43,23 +43,37 @@ impl KurrentStreams {
     }
 }
 
-fn read_event(e: v1::RecordedEvent, structured: bool) -> ks::ReadResp {
-    let p = event_parts(e, structured);
+fn recorded(p: super::EventParts) -> ks::read_resp::read_event::RecordedEvent {
+    ks::read_resp::read_event::RecordedEvent {
+        id: Some(p.id),
+        stream_identifier: Some(p.stream_identifier),
+        stream_revision: p.stream_revision,
+        prepare_position: p.position,
+        commit_position: p.position,
+        metadata: p.metadata,
+        custom_metadata: p.custom_metadata,
+        data: p.data,
+    }
+}
+
+/// An event as KurrentDB sends it; an entry of a derived stream as a link (with its event
+/// beside it when the client resolves links, unless that event is gone).
+fn read_event(e: v1::RecordedEvent, structured: bool, resolve_links: bool) -> ks::ReadResp {
+    let position = to_commit(e.position);
+    use super::links::Read;
+    let (event, link) = match super::links::entry(e, structured) {
+        Read::Plain(e) => (Some(recorded(event_parts(e, structured))), None),
+        Read::Linked(entry) if resolve_links => {
+            (entry.event.map(recorded), Some(recorded(entry.link)))
+        }
+        Read::Linked(entry) => (Some(recorded(entry.link)), None),
+    };
     ks::ReadResp {
         content: Some(ks::read_resp::Content::Event(ks::read_resp::ReadEvent {
-            event: Some(ks::read_resp::read_event::RecordedEvent {
-                id: Some(p.id),
-                stream_identifier: Some(p.stream_identifier),
-                stream_revision: p.stream_revision,
-                prepare_position: p.position,
-                commit_position: p.position,
-                metadata: p.metadata,
-                custom_metadata: p.custom_metadata,
-                data: p.data,
-            }),
-            link: None,
+            event,
+            link,
             position: Some(ks::read_resp::read_event::Position::CommitPosition(
-                p.position,
+                position,
             )),
         })),
     }
@@ -125,6 +139,7 @@ struct ReadPlan {
     who: strata_auth::Access,
     stream: String,
     structured: bool,
+    resolve_links: bool,
     direction: v1::Direction,
     filter: Option<v1::Filter>,
 }
@@ -168,7 +183,7 @@ impl KurrentStreams {
                                 let page: Vec<Item> = p
                                     .events
                                     .into_iter()
-                                    .map(|e| Ok(read_event(e, plan.structured)))
+                                    .map(|e| Ok(read_event(e, plan.structured, plan.resolve_links)))
                                     .collect();
                                 tx.send(page).await.is_ok()
                             }
@@ -226,7 +241,11 @@ impl KurrentStreams {
                             })
                         }
                         SubMsg::Event(e) => {
-                            if tx.send(Ok(read_event(e, plan.structured))).await.is_err() {
+                            if tx
+                                .send(Ok(read_event(e, plan.structured, plan.resolve_links)))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             continue;
@@ -396,10 +415,26 @@ impl ks::streams_server::Streams for KurrentStreams {
         if !auth::may(&who, Operation::Read, &stream) {
             return Err(access_denied());
         }
+        // Derived streams on a server that does not keep them: not found, as KurrentDB answers
+        // when its system projections do not run.
+        if strata_engine::derived::is_derived(&stream) && self.engine.config().derived.is_none() {
+            let (tx, rx) = mpsc::channel(1);
+            let reply = if subscription {
+                Err(Status::not_found(format!(
+                    "{stream} is a derived stream, and this server does not keep them: start it \
+                     with --derived-streams"
+                )))
+            } else {
+                Ok(not_found(&stream))
+            };
+            let _ = tx.send(reply).await;
+            return Ok(Response::new(ReadStream::items(rx)));
+        }
         let plan = ReadPlan {
             who,
             stream,
             structured,
+            resolve_links: o.resolve_links,
             direction,
             filter,
         };

@@ -121,6 +121,18 @@ enum Cursor {
     },
 }
 
+/// Refuses a derived stream (`$ce-…`, `$et-…`) when the server does not keep them, saying how
+/// to turn them on (rather than answering as if the stream were empty).
+pub fn derived_served(engine: &Engine, stream: &str) -> Result<(), Status> {
+    if strata_engine::derived::is_derived(stream) && engine.config().derived.is_none() {
+        return Err(Status::failed_precondition(format!(
+            "{stream} is a derived stream, and this server does not keep them: start it with \
+             --derived-streams"
+        )));
+    }
+    Ok(())
+}
+
 /// Leaves out the events `reader` may not read (each stream checked once per page).
 pub fn readable_only(events: &mut Vec<strata_engine::RecordedEvent>, reader: &auth::Access) {
     let mut seen: std::collections::HashMap<String, bool> = Default::default();
@@ -157,6 +169,19 @@ fn read_page(
     max: usize,
 ) -> Result<Page, strata_engine::Error> {
     match cursor {
+        Cursor::Stream { name, from } if strata_engine::derived::is_derived(&name) => {
+            let slice = engine.read_derived(&name, from, direction, max, READ_PAGE_BYTES)?;
+            let events = slice
+                .events
+                .into_iter()
+                .map(|d| crate::convert::derived_to_proto(&name, d))
+                .collect();
+            let next = slice.next_revision.map(|r| Cursor::Stream {
+                name,
+                from: StreamFrom::Revision(r),
+            });
+            Ok(Page { events, next })
+        }
         Cursor::Stream { name, from } => {
             let slice = engine.read_stream_budget(&name, from, direction, max, READ_PAGE_BYTES)?;
             let next = slice.next_revision.map(|r| Cursor::Stream {
@@ -379,6 +404,7 @@ impl Streams for StreamsService {
             if r.filter.is_some() {
                 return Err(invalid("filter", "filters apply to $all reads only"));
             }
+            derived_served(&self.engine, &r.stream)?;
             let from = match r.from {
                 None if direction == Direction::Forwards => StreamFrom::Start,
                 None => StreamFrom::End,

@@ -1,0 +1,199 @@
+//! Derived streams (`$ce-<category>`, `$et-<event type>`) through Strata's own API and client,
+//! against the real server: reads both ways from any revision, catch-up subscriptions into
+//! live, entries of deleted events, restarts and an index rebuilt from the log.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use strata_client::{
+    Client, Error, EventData, ExpectedRevision as Exp, ReadFrom, ReadOptions, RecordedEvent,
+    SubscribeFrom, SubscriptionMessage,
+};
+use strata_tests::{rt, Server};
+
+async fn read(c: &Client, stream: &str, opts: ReadOptions) -> Vec<RecordedEvent> {
+    c.read_stream(stream, opts)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// (listed revision, own stream, own revision, resolvable) of each entry.
+fn entries(events: &[RecordedEvent]) -> Vec<(u64, String, u64, bool)> {
+    events
+        .iter()
+        .map(|e| {
+            let l = e.listed_in.as_ref().expect("listed_in is set");
+            (l.revision, e.stream.clone(), e.revision, !l.unresolved)
+        })
+        .collect()
+}
+
+async fn next(sub: &mut strata_client::Subscription) -> SubscriptionMessage {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("subscription message within 10 s")
+        .expect("subscription open")
+        .unwrap()
+}
+
+async fn seed(c: &Client) {
+    for (stream, ty) in [
+        ("order-1", "Placed"),
+        ("order-2", "Placed"),
+        ("user-1", "Registered"),
+        ("order-1", "Shipped"),
+        ("order-2", "Shipped"),
+    ] {
+        c.append(
+            stream,
+            Exp::Any,
+            vec![EventData::json_bytes(ty, b"{}".to_vec())],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[test]
+fn category_and_type_streams_are_read_and_subscribed_with_stable_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        dir.path(),
+        &["--durability", "no-sync", "--derived-streams"],
+    );
+    let expected = vec![
+        (0, "order-1".to_owned(), 0, true),
+        (1, "order-2".to_owned(), 0, true),
+        (2, "order-1".to_owned(), 1, true),
+        (3, "order-2".to_owned(), 1, true),
+    ];
+    rt().block_on(async {
+        let c = server.client().await;
+        seed(&c).await;
+        let forwards = read(&c, "$ce-order", ReadOptions::default()).await;
+        assert_eq!(entries(&forwards), expected);
+        assert_eq!(forwards[2].event_type, "Shipped");
+        let mut back = entries(&read(&c, "$ce-order", ReadOptions::default().backwards()).await);
+        back.reverse();
+        assert_eq!(back, expected);
+        let from_two = read(
+            &c,
+            "$ce-order",
+            ReadOptions::default()
+                .from(ReadFrom::Revision(2))
+                .max_count(1),
+        )
+        .await;
+        assert_eq!(entries(&from_two), expected[2..3].to_vec());
+        let placed = entries(&read(&c, "$et-Placed", ReadOptions::default()).await);
+        assert_eq!(
+            placed,
+            vec![
+                (0, "order-1".to_owned(), 0, true),
+                (1, "order-2".to_owned(), 0, true)
+            ]
+        );
+        assert!(matches!(
+            c.read_stream("$ce-nothing", ReadOptions::default()).await,
+            Err(Error::StreamNotFound { .. })
+        ));
+        // Derived streams are not written to.
+        let err = c
+            .append(
+                "$ce-order",
+                Exp::Any,
+                vec![EventData::json_bytes("X", b"{}".to_vec())],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("$ce-order"),
+            "{err}"
+        );
+
+        // A catch-up subscription after revision 0 of $et-Placed: history, caught up, live.
+        let mut sub = c
+            .subscribe("$et-Placed", SubscribeFrom::AfterRevision(0), None)
+            .await
+            .unwrap();
+        match next(&mut sub).await {
+            SubscriptionMessage::Event(e) => {
+                assert_eq!(e.listed_in.unwrap().revision, 1);
+                assert_eq!(e.stream, "order-2");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            next(&mut sub).await,
+            SubscriptionMessage::CaughtUp { position: 2 }
+        ));
+        c.append(
+            "order-3",
+            Exp::NoStream,
+            vec![EventData::json_bytes("Placed", b"{}".to_vec())],
+        )
+        .await
+        .unwrap();
+        match next(&mut sub).await {
+            SubscriptionMessage::Event(e) => {
+                assert_eq!(e.listed_in.unwrap().revision, 2);
+                assert_eq!(e.stream, "order-3");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Deleting order-1 leaves its entries in place, unresolved: revisions do not move.
+        c.delete_stream("order-1", Exp::Any).await.unwrap();
+        let after = read(&c, "$ce-order", ReadOptions::default()).await;
+        let resolvable: Vec<bool> = entries(&after).iter().map(|e| e.3).collect();
+        assert_eq!(resolvable, vec![false, true, false, true, true]);
+        assert!(after[0].data.is_empty() && after[0].event_type.is_empty());
+        assert_eq!(
+            (after[0].stream.as_str(), after[0].revision),
+            ("order-1", 0)
+        );
+    });
+
+    // The same revisions after a restart, and after the index is rebuilt from the log.
+    let snapshot = |server: &Server| {
+        rt().block_on(async {
+            let c = server.client().await;
+            entries(&read(&c, "$ce-order", ReadOptions::default()).await)
+        })
+    };
+    let before = snapshot(&server);
+    server.terminate();
+    server.restart();
+    assert_eq!(snapshot(&server), before);
+    server.terminate();
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--durability", "no-sync", "--derived-streams"],
+    );
+    assert_eq!(snapshot(&server), before);
+}
+
+#[test]
+fn a_server_without_derived_streams_says_how_to_turn_them_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    rt().block_on(async {
+        let c = server.client().await;
+        seed(&c).await;
+        let err = match c.read_stream("$ce-order", ReadOptions::default()).await {
+            Err(e) => e,
+            Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err(),
+        };
+        assert!(err.to_string().contains("--derived-streams"), "{err}");
+        let err = c
+            .subscribe("$et-Placed", SubscribeFrom::Start, None)
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("--derived-streams"), "{err}");
+    });
+}
