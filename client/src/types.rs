@@ -140,7 +140,7 @@ pub struct RecordedEvent {
     pub created: SystemTime,
     /// Where the event is listed when it was read through a derived stream (`$ce-<category>`,
     /// `$et-<event type>`); the other fields are the event's own.
-    pub listed_in: Option<ListedIn>,
+    pub listed_in: Option<Box<ListedIn>>,
 }
 
 /// An event's place in a derived stream.
@@ -154,12 +154,21 @@ pub struct ListedIn {
     /// The event is no longer readable in its own stream (deleted, truncated, aged out): only
     /// `stream`, `revision` and `position` of the event are set.
     pub unresolved: bool,
+    /// The entry's own ID, the same on every read: what a consumer of a group on a derived
+    /// stream acknowledges (see [`RecordedEvent::ack_id`]).
+    pub entry_id: Uuid,
 }
 
 impl RecordedEvent {
     /// Deserialises the data as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.data)
+    }
+
+    /// The ID to acknowledge this event by in a consumer group: the entry's when it came
+    /// through a derived stream, the event's own otherwise.
+    pub fn ack_id(&self) -> Uuid {
+        self.listed_in.as_ref().map_or(self.id, |l| l.entry_id)
     }
 
     pub(crate) fn from_proto(e: v1::RecordedEvent) -> Self {
@@ -178,10 +187,13 @@ impl RecordedEvent {
             metadata: e.metadata,
             is_json: e.content_type == v1::ContentType::Json as i32,
             created,
-            listed_in: e.listed_in.map(|l| ListedIn {
-                stream: l.stream,
-                revision: l.revision,
-                unresolved: l.unresolved,
+            listed_in: e.listed_in.map(|l| {
+                Box::new(ListedIn {
+                    stream: l.stream,
+                    revision: l.revision,
+                    unresolved: l.unresolved,
+                    entry_id: Uuid::parse_str(&l.entry_id).unwrap_or_default(),
+                })
             }),
         }
     }

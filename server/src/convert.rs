@@ -97,6 +97,7 @@ pub fn derived_to_proto(
         stream: stream.to_owned(),
         revision: d.revision,
         unresolved: !d.resolvable,
+        entry_id: strata_engine::derived::entry_id(stream, d.revision).to_string(),
     });
     if d.resolvable {
         return v1::RecordedEvent {
@@ -110,6 +111,25 @@ pub fn derived_to_proto(
         position: d.event.position,
         listed_in,
         ..Default::default()
+    }
+}
+
+/// A consumer group's delivery: the event, with where it is listed when the group reads a
+/// derived stream.
+pub fn delivered_to_proto(
+    event: strata_engine::RecordedEvent,
+    listed: Option<strata_persistent::Listed>,
+) -> v1::RecordedEvent {
+    match listed {
+        None => event_to_proto(event),
+        Some(l) => derived_to_proto(
+            &l.stream,
+            strata_engine::derived::DerivedEvent {
+                revision: l.revision,
+                event,
+                resolvable: l.resolvable,
+            },
+        ),
     }
 }
 

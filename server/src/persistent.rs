@@ -17,7 +17,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::convert::event_to_proto;
 use crate::status::{from_persistent, invalid, shutting_down};
 
 /// Messages buffered towards one consumer's connection.
@@ -396,12 +395,14 @@ impl PersistentSubscriptions for PersistentService {
                 };
                 let m = match next {
                     None => return,
-                    Some(Ok(Delivery::Event { event, retry_count })) => {
-                        response(consume_response::Message::Event(v1::PersistentEvent {
-                            event: Some(event_to_proto(event)),
-                            retry_count,
-                        }))
-                    }
+                    Some(Ok(Delivery::Event {
+                        event,
+                        retry_count,
+                        listed,
+                    })) => response(consume_response::Message::Event(v1::PersistentEvent {
+                        event: Some(crate::convert::delivered_to_proto(event, listed)),
+                        retry_count,
+                    })),
                     Some(Ok(Delivery::Rejected { event_ids, reason })) => {
                         response(consume_response::Message::Rejected(v1::Rejected {
                             event_ids: event_ids.iter().map(Uuid::to_string).collect(),

@@ -184,6 +184,17 @@ pub fn from_engine(e: Error) -> Status {
 }
 
 /// Persistent-subscription errors; engine errors inside them map as above.
+/// A derived stream (`$ce-…`, `$et-…`) asked of a server that does not keep them.
+pub fn derived_streams_off(code: Code, stream: &str) -> Status {
+    Status::new(
+        code,
+        format!(
+            "{stream} is a derived stream, and this server does not keep them: start it with \
+             --derived-streams"
+        ),
+    )
+}
+
 pub fn from_persistent(e: strata_persistent::Error) -> Status {
     use strata_persistent::Error as P;
     let message = e.to_string();
@@ -223,6 +234,7 @@ pub fn from_persistent(e: strata_persistent::Error) -> Status {
             }),
         ),
         P::InvalidArgument { field, reason } => invalid(field, reason),
+        P::DerivedStreamsOff { stream } => derived_streams_off(Code::FailedPrecondition, &stream),
         P::TooManyGroups { .. } => with_detail(
             Code::ResourceExhausted,
             message.clone(),

@@ -195,5 +195,89 @@ fn a_server_without_derived_streams_says_how_to_turn_them_on() {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("--derived-streams"), "{err}");
+        let err = c
+            .create_group("$ce-order", "g", strata_tests::group_from_start())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("--derived-streams"), "{err}");
+    });
+}
+
+/// The next event a group consumer gets.
+async fn group_next(consumer: &mut strata_client::GroupConsumer) -> RecordedEvent {
+    match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+        Ok(Some(Ok(strata_client::GroupMessage::Event(e)))) => e.event,
+        other => panic!("expected a group event, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_consumer_group_on_a_category_acks_entries_and_resumes_after_restart() {
+    use strata_client::NackAction;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        dir.path(),
+        &["--durability", "no-sync", "--derived-streams"],
+    );
+    rt().block_on(async {
+        let c = server.client().await;
+        seed(&c).await;
+        c.create_group("$ce-order", "g", strata_tests::group_from_start())
+            .await
+            .unwrap();
+        let mut consumer = c.consume_group("$ce-order", "g", 10).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(group_next(&mut consumer).await);
+        }
+        assert_eq!(
+            entries(&got),
+            vec![
+                (0, "order-1".to_owned(), 0, true),
+                (1, "order-2".to_owned(), 0, true),
+                (2, "order-1".to_owned(), 1, true),
+                (3, "order-2".to_owned(), 1, true),
+            ]
+        );
+        // An ack by the event's own ID is not the entry's: the group rejects it.
+        consumer.ack(&[got[0].id]).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+            Ok(Some(Ok(strata_client::GroupMessage::Rejected { event_ids, .. }))) => {
+                assert_eq!(event_ids, vec![got[0].id.to_string()])
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        // Park entry 0, ack the others by their entry IDs, replay: entry 0 comes back.
+        consumer
+            .nack(&[got[0].ack_id()], NackAction::Park, "test")
+            .await
+            .unwrap();
+        let rest: Vec<_> = got[1..].iter().map(RecordedEvent::ack_id).collect();
+        consumer.ack(&rest).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while c.group_info("$ce-order", "g").await.unwrap().parked < 1 {
+            assert!(std::time::Instant::now() < deadline, "never parked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.replay_parked("$ce-order", "g", None).await.unwrap();
+        let again = group_next(&mut consumer).await;
+        assert_eq!(entries(std::slice::from_ref(&again)), entries(&got[..1]));
+        consumer.ack(&[again.ack_id()]).await.unwrap();
+    });
+    // After a restart the group resumes after what was settled: the next entry is new.
+    server.terminate();
+    server.restart();
+    rt().block_on(async {
+        let c = server.client().await;
+        c.append(
+            "order-9",
+            Exp::Any,
+            vec![EventData::json_bytes("Placed", b"{}".to_vec())],
+        )
+        .await
+        .unwrap();
+        let mut consumer = c.consume_group("$ce-order", "g", 10).await.unwrap();
+        let e = group_next(&mut consumer).await;
+        assert_eq!(entries(&[e]), vec![(4, "order-9".to_owned(), 0, true)]);
     });
 }

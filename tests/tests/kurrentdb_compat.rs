@@ -53,7 +53,7 @@ fn the_python_client_scenarios_pass() {
     run_script(
         "kurrentdb_scenarios.py",
         "compat scenarios:",
-        &["--durability", "no-sync"],
+        &["--durability", "no-sync", "--derived-streams"],
     );
 }
 

@@ -32,6 +32,10 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
 
+    /// A group on a derived stream (`$ce-…`, `$et-…`) of a store that does not keep them.
+    #[error("'{stream}' is a derived stream, and this store does not keep derived streams (turn them on to create groups on it)")]
+    DerivedStreamsOff { stream: String },
+
     /// An operator restarted the persistent subscriptions (KurrentDB's `RestartSubsystem`):
     /// every consumer is disconnected and may reconnect at once.
     #[error("the persistent subscriptions were restarted by an operator; reconnect to continue")]

@@ -16,6 +16,7 @@
 //! Module map:
 //! - [`settings`]: a group's settings, their defaults and validation.
 //! - `store`: reading and writing the system streams above.
+//! - `source`: reading a group's source stream, derived streams (`$ce-`, `$et-`) included.
 //! - `group`: the task that owns one group: reading, dispatching, acks, retries, checkpoints.
 //! - [`memory`]: the one memory bound for all groups' buffers.
 //! - [`manager`]: the registry of groups: create, update, delete, list, connect, replay.
@@ -25,10 +26,12 @@ mod group;
 pub mod manager;
 pub mod memory;
 pub mod settings;
+mod source;
 mod store;
 
 pub use error::{Error, Result};
 pub use group::{ConsumerInfo, Delivery, GroupInfo, GroupStatus, NackAction};
 pub use manager::{Consumer, Groups};
 pub use settings::{ConsumerStrategy, FilterSpec, Settings, SettingsPatch, StartFrom, Target};
+pub use source::Listed;
 pub use store::{checkpoint_stream, is_group_stream, parked_stream, CONFIG_STREAM};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use strata_engine::{AllFrom, Direction, Engine, Error as EngineError, StreamFrom};
+use strata_engine::{AllFrom, Direction, Engine, Error as EngineError};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
@@ -187,6 +187,11 @@ impl Groups {
         validate_target(&target)?;
         validate_group_name(&target, group)?;
         settings.validate(&target)?;
+        if let Target::Stream(s) = &target {
+            if strata_engine::derived::is_derived(s) && self.engine.config().derived.is_none() {
+                return Err(Error::DerivedStreamsOff { stream: s.clone() });
+            }
+        }
         self.resolve_start(&target, &mut settings)?;
         let mut reg = self.registry.lock().await;
         if reg.closed {
@@ -253,11 +258,8 @@ impl Groups {
         let resolved = match (target, settings.start_from) {
             (Target::All, StartFrom::End) => StartFrom::Position(self.engine.log_end()),
             (Target::Stream(s), StartFrom::End) => {
-                match self
-                    .engine
-                    .read_stream(s, StreamFrom::End, Direction::Backwards, 1)
-                {
-                    Ok(slice) => StartFrom::Revision(slice.last_revision + 1),
+                match crate::source::last_revision(&self.engine, s) {
+                    Ok(last) => StartFrom::Revision(last + 1),
                     Err(EngineError::StreamNotFound { .. }) => {
                         // Never written, or soft-deleted: revisions continue after the last.
                         let last = self
@@ -489,14 +491,12 @@ impl Groups {
             .transpose()?;
         let (lag, capped) = tokio::task::spawn_blocking(move || -> Result<(u64, bool)> {
             match &target {
-                Target::Stream(s) => {
-                    match engine.read_stream(s, StreamFrom::End, Direction::Backwards, 1) {
-                        Ok(slice) => Ok(((slice.last_revision + 1).saturating_sub(from), false)),
-                        Err(EngineError::StreamNotFound { .. })
-                        | Err(EngineError::StreamDeleted { .. }) => Ok((0, false)),
-                        Err(e) => Err(e.into()),
-                    }
-                }
+                Target::Stream(s) => match crate::source::last_revision(&engine, s) {
+                    Ok(last) => Ok(((last + 1).saturating_sub(from), false)),
+                    Err(EngineError::StreamNotFound { .. })
+                    | Err(EngineError::StreamDeleted { .. }) => Ok((0, false)),
+                    Err(e) => Err(e.into()),
+                },
                 Target::All => {
                     let mut pos = from;
                     let mut count = 0u64;

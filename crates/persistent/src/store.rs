@@ -10,6 +10,7 @@ use strata_engine::{
 
 use crate::error::{Error, Result};
 use crate::settings::{Settings, Target};
+use crate::source::{self, Listed};
 
 /// Every create, update and delete of a group, in order.
 pub const CONFIG_STREAM: &str = "$persistentSubscriptionConfig";
@@ -243,6 +244,9 @@ pub struct ParkedPointer {
     /// Canonical UUID text.
     pub event_id: String,
     pub reason: String,
+    /// The entry's revision in the group's derived source stream (`$ce-…`, `$et-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_revision: Option<u64>,
 }
 
 /// The parked stream's visible range: `[start, end)` in its revisions.
@@ -264,9 +268,11 @@ pub async fn park(
     target: &Target,
     group: &str,
     event: &RecordedEvent,
+    listed_revision: Option<u64>,
     reason: &str,
 ) -> Result<u64> {
     let pointer = ParkedPointer {
+        listed_revision,
         stream: event.stream.clone(),
         revision: event.revision,
         position: event.position,
@@ -283,6 +289,10 @@ pub async fn park(
     Ok(r.revision)
 }
 
+/// A replayed parked message: the original event, and where it is listed when the group
+/// reads a derived stream.
+pub type Parked = (RecordedEvent, Option<Listed>);
+
 /// Up to `max` parked messages from revision `from`: (parked revision, original event).
 /// Pointers whose original event can no longer be read are returned as `None`.
 pub fn read_parked(
@@ -291,7 +301,7 @@ pub fn read_parked(
     group: &str,
     from: u64,
     max: usize,
-) -> Result<Vec<(u64, Option<RecordedEvent>)>> {
+) -> Result<Vec<(u64, Option<Parked>)>> {
     let stream = parked_stream(target, group);
     let slice = match engine.read_stream_raw(
         &stream,
@@ -306,16 +316,24 @@ pub fn read_parked(
     let mut out = Vec::with_capacity(slice.events.len());
     for ev in slice.events {
         let p: ParkedPointer = serde_json::from_slice(&ev.data).map_err(|e| bad(&stream, e))?;
-        let original =
-            match engine.read_all(AllFrom::Position(p.position), Direction::Forwards, 1, None) {
+        let original = match (target, p.listed_revision) {
+            (Target::Stream(source), Some(listed)) => {
+                source::derived_entry(engine, source, listed, p.position)?
+                    .filter(|(o, _)| o.event_id.to_string() == p.event_id)
+                    .map(|(o, l)| (o, Some(l)))
+            }
+            _ => match engine.read_all(AllFrom::Position(p.position), Direction::Forwards, 1, None)
+            {
                 Ok(s) => s
                     .events
                     .into_iter()
                     .next()
-                    .filter(|o| o.event_id.to_string() == p.event_id),
+                    .filter(|o| o.event_id.to_string() == p.event_id)
+                    .map(|o| (o, None)),
                 Err(EngineError::InvalidPosition { .. }) => None,
                 Err(e) => return Err(e.into()),
-            };
+            },
+        };
         out.push((ev.revision, original));
     }
     Ok(out)

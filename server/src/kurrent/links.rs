@@ -55,6 +55,21 @@ pub fn entry(mut e: v1::RecordedEvent, structured: bool) -> Read {
     Read::Linked(Entry { link, event })
 }
 
+/// What a KurrentDB `ReadEvent` carries as (event, link): an ordinary event alone; an entry
+/// of a derived stream as its link, with the linked event beside it when the client resolves
+/// links (and the event is still there), or as the link alone in the event's place when not.
+pub fn event_and_link(
+    e: v1::RecordedEvent,
+    structured: bool,
+    resolve_links: bool,
+) -> (Option<EventParts>, Option<EventParts>) {
+    match entry(e, structured) {
+        Read::Plain(e) => (Some(event_parts(e, structured)), None),
+        Read::Linked(entry) if resolve_links => (entry.event, Some(entry.link)),
+        Read::Linked(entry) => (Some(entry.link), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +87,7 @@ mod tests {
                 stream: "$ce-order".into(),
                 revision: 9,
                 unresolved,
+                ..Default::default()
             }),
             ..Default::default()
         }

@@ -12,8 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::group_settings::*;
 use super::status::from_strata;
-use super::{event_parts, from_commit, stream_name, uuid_from};
-use crate::convert::event_to_proto;
+use super::{from_commit, stream_name, to_commit, uuid_from};
 use crate::status::from_persistent;
 
 pub struct KurrentPersistent {
@@ -24,6 +23,20 @@ pub struct KurrentPersistent {
 impl KurrentPersistent {
     pub fn new(groups: Arc<Groups>, shutdown: watch::Receiver<bool>) -> Self {
         KurrentPersistent { groups, shutdown }
+    }
+}
+
+/// A record of a consumer group's delivery, as KurrentDB sends it.
+fn recorded(p: super::EventParts) -> kp::read_resp::read_event::RecordedEvent {
+    kp::read_resp::read_event::RecordedEvent {
+        id: Some(p.id),
+        stream_identifier: Some(p.stream_identifier),
+        stream_revision: p.stream_revision,
+        prepare_position: p.position,
+        commit_position: p.position,
+        metadata: p.metadata,
+        custom_metadata: p.custom_metadata,
+        data: p.data,
     }
 }
 
@@ -229,6 +242,15 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
             Some(U::Structured(_))
         );
         let capacity = o.buffer_size.max(1) as u32;
+        // A group on a derived stream delivers links; the group's setting says whether the
+        // linked events come with them.
+        let resolve_links = self
+            .groups
+            .info(&target, &o.group_name)
+            .await
+            .map_err(err)?
+            .settings
+            .resolve_links;
         let consumer = self
             .groups
             .connect(&target, &o.group_name, "kurrentdb-client", capacity)
@@ -268,24 +290,22 @@ impl kp::persistent_subscriptions_server::PersistentSubscriptions for KurrentPer
                         let _ = out.send(Err(err(e))).await;
                         return;
                     }
-                    Some(Ok(Delivery::Event { event, retry_count })) => {
-                        let p = event_parts(event_to_proto(event), structured);
+                    Some(Ok(Delivery::Event {
+                        event,
+                        retry_count,
+                        listed,
+                    })) => {
+                        let e = crate::convert::delivered_to_proto(event, listed);
+                        let position = e.position;
+                        let (event, link) =
+                            super::links::event_and_link(e, structured, resolve_links);
                         use kp::read_resp::read_event::{Count, Position};
                         kp::ReadResp {
                             content: Some(kp::read_resp::Content::Event(
                                 kp::read_resp::ReadEvent {
-                                    event: Some(kp::read_resp::read_event::RecordedEvent {
-                                        id: Some(p.id),
-                                        stream_identifier: Some(p.stream_identifier),
-                                        stream_revision: p.stream_revision,
-                                        prepare_position: p.position,
-                                        commit_position: p.position,
-                                        metadata: p.metadata,
-                                        custom_metadata: p.custom_metadata,
-                                        data: p.data,
-                                    }),
-                                    link: None,
-                                    position: Some(Position::CommitPosition(p.position)),
+                                    event: event.map(recorded),
+                                    link: link.map(recorded),
+                                    position: Some(Position::CommitPosition(to_commit(position))),
                                     count: Some(Count::RetryCount(
                                         retry_count.min(i32::MAX as u32) as i32,
                                     )),

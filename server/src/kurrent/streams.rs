@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::read_stream::{Item, ReadStream};
 use super::status::{access_denied, delete_wrong_version, from_strata, stream_deleted};
-use super::{event_parts, from_commit, stream_id, stream_name, to_commit};
+use super::{from_commit, stream_id, stream_name, to_commit};
 use crate::auth;
 use crate::status::from_engine;
 use crate::streams::StreamsService;
@@ -60,14 +60,8 @@ fn recorded(p: super::EventParts) -> ks::read_resp::read_event::RecordedEvent {
 /// beside it when the client resolves links, unless that event is gone).
 fn read_event(e: v1::RecordedEvent, structured: bool, resolve_links: bool) -> ks::ReadResp {
     let position = to_commit(e.position);
-    use super::links::Read;
-    let (event, link) = match super::links::entry(e, structured) {
-        Read::Plain(e) => (Some(recorded(event_parts(e, structured))), None),
-        Read::Linked(entry) if resolve_links => {
-            (entry.event.map(recorded), Some(recorded(entry.link)))
-        }
-        Read::Linked(entry) => (Some(recorded(entry.link)), None),
-    };
+    let (event, link) = super::links::event_and_link(e, structured, resolve_links);
+    let (event, link) = (event.map(recorded), link.map(recorded));
     ks::ReadResp {
         content: Some(ks::read_resp::Content::Event(ks::read_resp::ReadEvent {
             event,
@@ -420,10 +414,10 @@ impl ks::streams_server::Streams for KurrentStreams {
         if strata_engine::derived::is_derived(&stream) && self.engine.config().derived.is_none() {
             let (tx, rx) = mpsc::channel(1);
             let reply = if subscription {
-                Err(Status::not_found(format!(
-                    "{stream} is a derived stream, and this server does not keep them: start it \
-                     with --derived-streams"
-                )))
+                Err(crate::status::derived_streams_off(
+                    tonic::Code::NotFound,
+                    &stream,
+                ))
             } else {
                 Ok(not_found(&stream))
             };

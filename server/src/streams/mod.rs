@@ -125,10 +125,10 @@ enum Cursor {
 /// to turn them on (rather than answering as if the stream were empty).
 pub fn derived_served(engine: &Engine, stream: &str) -> Result<(), Status> {
     if strata_engine::derived::is_derived(stream) && engine.config().derived.is_none() {
-        return Err(Status::failed_precondition(format!(
-            "{stream} is a derived stream, and this server does not keep them: start it with \
-             --derived-streams"
-        )));
+        return Err(crate::status::derived_streams_off(
+            tonic::Code::FailedPrecondition,
+            stream,
+        ));
     }
     Ok(())
 }

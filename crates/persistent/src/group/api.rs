@@ -5,10 +5,13 @@ use super::*;
 /// What a consumer receives.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// An event to process. `retry_count` is 0 on the first delivery.
+    /// An event to process. `retry_count` is 0 on the first delivery. When the group reads
+    /// a derived stream, `listed` says where the event is listed there, and consumers
+    /// acknowledge it by the entry's ID ([`Listed::entry_id`]), not the event's.
     Event {
         event: RecordedEvent,
         retry_count: u32,
+        listed: Option<Listed>,
     },
     /// Acks or nacks for IDs that are not in flight in this group (unknown, or already
     /// settled); they changed nothing.

@@ -84,7 +84,7 @@ impl Group {
         );
         let mut i = 0;
         while i < queue.len() && self.has_room() {
-            let id = queue[i].event.event_id;
+            let id = queue[i].ack_id();
             if self.in_flight.contains_key(&id) {
                 // The same event ID is already out (a duplicate ID in the log): wait for it.
                 i += 1;
@@ -102,6 +102,7 @@ impl Group {
             let sent = consumer.tx.send(Ok(Delivery::Event {
                 event: msg.event.clone(),
                 retry_count: msg.retry_count,
+                listed: msg.listed.clone(),
             }));
             if sent.is_err() {
                 // The consumer went away; the message stays queued and the consumer is

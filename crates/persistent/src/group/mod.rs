@@ -14,15 +14,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata_engine::{
-    AllFrom, Direction, Engine, Error as EngineError, EventFilter, RecordedEvent, StreamFrom,
-};
+use strata_engine::{AllFrom, Direction, Engine, Error as EngineError, EventFilter, RecordedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::memory::{BufferMemory, Charge};
 use crate::settings::{ConsumerStrategy, Settings, StartFrom, Target};
+use crate::source::{self, Listed};
 use crate::store;
 
 mod api;
@@ -44,6 +43,8 @@ const PARK_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Msg {
     event: RecordedEvent,
+    /// Where the event is listed, when the group reads a derived stream.
+    listed: Option<Listed>,
     /// Revision or position in the source; `None` for a replayed parked message.
     seq: Option<u64>,
     retry_count: u32,
@@ -53,6 +54,16 @@ struct Msg {
     last_reason: Option<String>,
     /// Its bytes, counted against the memory of all groups' buffers while it is held.
     _charge: Charge,
+}
+
+impl Msg {
+    /// What consumers acknowledge it by: the entry's ID in a derived stream, else the
+    /// event's.
+    fn ack_id(&self) -> Uuid {
+        self.listed
+            .as_ref()
+            .map_or(self.event.event_id, Listed::entry_id)
+    }
 }
 
 struct InFlight {
@@ -131,12 +142,7 @@ impl Group {
             // Resolved at creation; only a group stored by an older version lacks it.
             StartFrom::End => match &target {
                 Target::All => engine.log_end(),
-                Target::Stream(s) => {
-                    match engine.read_stream(s, StreamFrom::End, Direction::Backwards, 1) {
-                        Ok(slice) => slice.last_revision + 1,
-                        Err(_) => 0,
-                    }
-                }
+                Target::Stream(s) => source::last_revision(&engine, s).map_or(0, |l| l + 1),
             },
         };
         let (parked_start, parked_end) = store::parked_range(&engine, &target, &name)?;
@@ -396,14 +402,10 @@ impl Group {
             }
             return Some(f.msg);
         }
-        if let Some(i) = self.retry.iter().position(|m| m.event.event_id == id) {
+        if let Some(i) = self.retry.iter().position(|m| m.ack_id() == id) {
             return self.retry.remove(i);
         }
-        if let Some(i) = self
-            .delayed
-            .iter()
-            .position(|(_, m)| m.event.event_id == id)
-        {
+        if let Some(i) = self.delayed.iter().position(|(_, m)| m.ack_id() == id) {
             return Some(self.delayed.swap_remove(i).1);
         }
         None
@@ -470,7 +472,17 @@ impl Group {
     /// Writes the message to the parked stream, then settles it. If the write fails the
     /// message stays unsettled and is tried again later.
     async fn park(&mut self, msg: Msg, reason: &str) {
-        match store::park(&self.engine, &self.target, &self.name, &msg.event, reason).await {
+        let listed_revision = msg.listed.as_ref().map(|l| l.revision);
+        match store::park(
+            &self.engine,
+            &self.target,
+            &self.name,
+            &msg.event,
+            listed_revision,
+            reason,
+        )
+        .await
+        {
             Ok(rev) => {
                 self.parked_end = self.parked_end.max(rev + 1);
                 tracing::info!(target_stream = %self.target, group = %self.name,

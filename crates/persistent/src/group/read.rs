@@ -51,12 +51,13 @@ impl Group {
                     break;
                 }
                 match original {
-                    Some(event) => {
+                    Some((event, listed)) => {
                         self.replaying.insert(rev);
                         let _charge = self.charge(&event);
                         self.retry.push_back(Msg {
                             _charge,
                             event,
+                            listed,
                             seq: None,
                             retry_count: 0,
                             parked_rev: Some(rev),
@@ -78,14 +79,14 @@ impl Group {
             let n = room.min(self.settings.read_batch_size as usize);
             match &self.target {
                 Target::Stream(stream) => {
-                    let slice = match self.engine.read_stream_budget(
+                    let page = match source::read(
+                        &self.engine,
                         stream,
-                        StreamFrom::Revision(self.next_read),
-                        Direction::Forwards,
+                        self.next_read,
                         n,
                         self.read_budget(),
                     ) {
-                        Ok(s) => s,
+                        Ok(p) => p,
                         Err(EngineError::StreamNotFound { .. }) => {
                             self.at_end = true;
                             break;
@@ -97,17 +98,17 @@ impl Group {
                         }
                         Err(e) => return Err(e.into()),
                     };
-                    for event in slice.events {
-                        if event.revision < self.next_read {
+                    for (seq, event, listed) in page.events {
+                        if seq < self.next_read {
                             continue;
                         }
-                        self.next_read = event.revision + 1;
-                        self.push_read(event.revision, event);
+                        self.next_read = seq + 1;
+                        self.push_read(seq, event, listed);
                     }
-                    match slice.next_revision {
+                    match page.next_revision {
                         Some(n) => self.next_read = self.next_read.max(n),
                         None => {
-                            self.next_read = self.next_read.max(slice.last_revision + 1);
+                            self.next_read = self.next_read.max(page.last_revision + 1);
                             self.at_end = true;
                         }
                     }
@@ -132,7 +133,7 @@ impl Group {
                         if event.stream.starts_with('$') {
                             continue;
                         }
-                        self.push_read(event.position, event);
+                        self.push_read(event.position, event, None);
                     }
                     self.next_read = self.next_read.max(slice.next_position);
                     self.at_end = slice.is_end;
@@ -142,7 +143,7 @@ impl Group {
         Ok(())
     }
 
-    pub(super) fn push_read(&mut self, seq: u64, mut event: RecordedEvent) {
+    pub(super) fn push_read(&mut self, seq: u64, mut event: RecordedEvent, listed: Option<Listed>) {
         self.outstanding.insert(seq);
         // The bodies point into the block they were read from (up to 1 MiB): copy them, so a
         // buffered event holds its own bytes only, not the whole block.
@@ -152,6 +153,7 @@ impl Group {
         self.buffer.push_back(Msg {
             _charge,
             event,
+            listed,
             seq: Some(seq),
             retry_count: 0,
             parked_rev: None,
