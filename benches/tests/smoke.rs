@@ -38,6 +38,23 @@ fn engine_bench_runs_every_scenario() {
     ] {
         assert!(out.contains(what), "no {what:?} in the report:\n{out}");
     }
+    let out = run(Command::new(env!("CARGO_BIN_EXE_engine-bench")).args([
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--events",
+        "20000",
+        "--only",
+        "indexes",
+    ]));
+    for what in [
+        "read_derived $ce-cat7",
+        "all_filtered_1pct_category",
+        "all_filtered_10pct_type",
+        "index_rebuild (derived on)",
+        "derived_index_size",
+    ] {
+        assert!(out.contains(what), "no {what:?} in the report:\n{out}");
+    }
 }
 
 #[test]

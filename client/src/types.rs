@@ -271,6 +271,21 @@ impl Filter {
             ..Self::stream_prefix(prefixes)
         }
     }
+    /// The events of these categories and event types (exact names), answered from the
+    /// server's indexes at a cost in proportion to the matches (the stream-name prefixes
+    /// `$idx-ce-<category>` and `$idx-et-<type>`; the server needs `--derived-streams`).
+    pub fn indexed<C, T>(
+        categories: impl IntoIterator<Item = C>,
+        event_types: impl IntoIterator<Item = T>,
+    ) -> Self
+    where
+        C: std::fmt::Display,
+        T: std::fmt::Display,
+    {
+        let categories = categories.into_iter().map(|c| format!("$idx-ce-{c}"));
+        let types = event_types.into_iter().map(|t| format!("$idx-et-{t}"));
+        Self::stream_prefix(categories.chain(types))
+    }
     pub fn stream_regex(regex: impl Into<String>) -> Self {
         Filter {
             on_event_type: false,

@@ -95,6 +95,14 @@ pub struct FilterArgs {
     /// $all: only event types starting with this (repeatable).
     #[arg(long)]
     type_prefix: Vec<String>,
+    /// $all: only events of this category, read from the category index (repeatable;
+    /// the server needs --derived-streams).
+    #[arg(long)]
+    category: Vec<String>,
+    /// $all: only events of exactly this type, read from the event-type index (repeatable;
+    /// the server needs --derived-streams).
+    #[arg(long)]
+    event_type: Vec<String>,
     /// $all: only stream names matching this regular expression.
     #[arg(long)]
     stream_regex: Option<String>,
@@ -109,6 +117,9 @@ impl FilterArgs {
         if !self.stream_prefix.is_empty() {
             filters.push(Filter::stream_prefix(self.stream_prefix.clone()));
         }
+        if !self.category.is_empty() || !self.event_type.is_empty() {
+            filters.push(Filter::indexed(&self.category, &self.event_type));
+        }
         if !self.type_prefix.is_empty() {
             filters.push(Filter::event_type_prefix(self.type_prefix.clone()));
         }
@@ -122,7 +133,9 @@ impl FilterArgs {
             0 => Ok(None),
             1 => Ok(filters.pop()),
             _ => Err(
-                "give one filter: a prefix list or a regex, on stream names or event types".into(),
+                "give one filter: a prefix list or a regex, on stream names or event types, or \
+                 categories and event types (--category, --event-type)"
+                    .into(),
             ),
         }
     }
@@ -264,7 +277,7 @@ fn event_json(e: &RecordedEvent) -> serde_json::Value {
         .created
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    json!({
+    let mut out = json!({
         "stream": e.stream,
         "revision": e.revision,
         "position": e.position,
@@ -274,15 +287,29 @@ fn event_json(e: &RecordedEvent) -> serde_json::Value {
         "data": data,
         "metadata": metadata,
         "created_unix_nanos": created,
-    })
+    });
+    if let Some(l) = &e.listed_in {
+        out["listed_in"] = json!({
+            "stream": l.stream,
+            "revision": l.revision,
+            "entry_id": l.entry_id.to_string(),
+            "unresolved": l.unresolved,
+        });
+    }
+    out
 }
 
 fn print_event(e: &RecordedEvent, json_out: bool) {
     if json_out {
         println!("{}", event_json(e));
     } else {
+        // Entries of a derived stream lead with their place there.
+        let listed = e.listed_in.as_ref().map_or(String::new(), |l| {
+            let gone = if l.unresolved { " (event gone)" } else { "" };
+            format!("{}@{}{gone} -> ", l.stream, l.revision)
+        });
         println!(
-            "{}@{} pos={} {} {} {}",
+            "{listed}{}@{} pos={} {} {} {}",
             e.stream,
             e.revision,
             e.position,

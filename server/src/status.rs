@@ -103,6 +103,7 @@ pub fn from_engine(e: Error) -> Status {
                 reason,
             }),
         ),
+        Error::DerivedStreamsOff { what } => derived_streams_off(Code::FailedPrecondition, &what),
         Error::ReservedStream { .. } => with_detail(
             Code::InvalidArgument,
             message.clone(),
@@ -184,13 +185,14 @@ pub fn from_engine(e: Error) -> Status {
 }
 
 /// Persistent-subscription errors; engine errors inside them map as above.
-/// A derived stream (`$ce-…`, `$et-…`) asked of a server that does not keep them.
-pub fn derived_streams_off(code: Code, stream: &str) -> Status {
+/// A derived stream (`$ce-…`, `$et-…`, or an `$idx-` filter) asked of a server that does not
+/// keep them.
+pub fn derived_streams_off(code: Code, what: &str) -> Status {
     Status::new(
         code,
         format!(
-            "{stream} is a derived stream, and this server does not keep them: start it with \
-             --derived-streams"
+            "{what} needs the derived streams, and this server does not keep them: start it \
+             with --derived-streams"
         ),
     )
 }

@@ -1,6 +1,7 @@
 """Scenarios of derived streams ($ce-<category>, $et-<event type>) as KurrentDB clients use
-them: entries arrive as link events ($>), with the linked event when links are resolved.
-The server must run with --derived-streams."""
+them: entries arrive as link events ($>), with the linked event when links are resolved; and
+of the index filters ($idx-ce-<category>, $idx-et-<type>) on $all (read_index,
+subscribe_to_index). The server must run with --derived-streams."""
 import scenario_support as support
 from scenario_support import *  # noqa: F403  (helpers, client types and exceptions)
 
@@ -152,3 +153,50 @@ class Derived(unittest.TestCase):
             sub.stop()
         self.assertEqual([e.type for e in got], ["$>", "$>"])
         self.assertEqual([e.data for e in got], [f"{r}@{n}".encode() for n, r, _ in order])
+
+    def test_read_index_of_a_category_and_an_event_type(self):
+        cat, _, order = self._category(streams=2, per_stream=2)
+        client.append_to_stream(uniq("other"), current_version=StreamState.ANY, events=ev(0))
+        got = list(client.read_index(f"ce-{cat}"))
+        self.assertEqual(ids(got), [e.id for _, _, e in order])
+        self.assertEqual([(e.stream_name, e.stream_position) for e in got],
+                         [(n, r) for n, r, _ in order])
+        self.assertTrue(all(e.link is None for e in got))
+        # From a commit position, inclusive, as $all reads are.
+        p = got[2].commit_position
+        self.assertEqual(ids(client.read_index(f"ce-{cat}", commit_position=p)), ids(got[2:]))
+        self.assertEqual(ids(client.read_index(f"ce-{cat}", limit=1)), ids(got[:1]))
+        etype = f"Paid{uuid.uuid4().hex}"
+        paid = NewEvent(type=etype, data=b"{}")
+        client.append_to_stream(f"{cat}-0", current_version=StreamState.ANY, events=paid)
+        self.assertEqual(ids(client.read_index(f"et-{etype}")), [paid.id])
+        self.assertEqual(ids(client.read_index(f"$idx-et-{etype}")), [paid.id])
+        # A stream-name prefix that is a category answers the same.
+        same = client.read_all(filter_include=[f"{cat}-"], filter_by_stream_name=True,
+                               filter_by_prefix=True)
+        self.assertEqual(ids(same), ids(got) + [paid.id])
+
+    def test_subscribe_to_index_into_live(self):
+        cat, _, order = self._category(streams=1, per_stream=2)
+        live = ev(7)
+        with client.subscribe_to_index(f"ce-{cat}", timeout=SUB_TIMEOUT) as sub:
+            got = take(sub, 2)
+            client.append_to_stream(f"{cat}-0", current_version=StreamState.ANY, events=live)
+            got += take(sub, 1)
+        self.assertEqual(ids(got), [e.id for _, _, e in order] + [live.id])
+        p = got[0].commit_position
+        with client.subscribe_to_index(f"ce-{cat}", commit_position=p,
+                                       timeout=SUB_TIMEOUT) as sub:
+            self.assertEqual(ids(take(sub, 2)), ids(got[1:]))
+
+    def test_an_idle_index_subscription_sends_checkpoints(self):
+        start = client.get_commit_position()
+        self._category(streams=1, per_stream=3)
+        idle = category()
+        with client.subscribe_to_all(commit_position=start, include_checkpoints=True,
+                                     filter_include=[f"$idx-ce-{idle}"],
+                                     filter_by_stream_name=True, filter_by_prefix=True,
+                                     timeout=SUB_TIMEOUT) as sub:
+            first = take(sub, 1)[0]
+        self.assertTrue(first.is_checkpoint, first)
+        self.assertTrue(first.commit_position >= start, (start, first))

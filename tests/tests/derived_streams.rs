@@ -12,8 +12,12 @@ use strata_client::{
 use strata_tests::{rt, Server};
 
 async fn read(c: &Client, stream: &str, opts: ReadOptions) -> Vec<RecordedEvent> {
-    c.read_stream(stream, opts)
-        .await
+    let events = if stream == "$all" {
+        c.read_all(opts).await
+    } else {
+        c.read_stream(stream, opts).await
+    };
+    events
         .unwrap()
         .try_collect()
         .await
@@ -280,4 +284,137 @@ fn a_consumer_group_on_a_category_acks_entries_and_resumes_after_restart() {
         let e = group_next(&mut consumer).await;
         assert_eq!(entries(&[e]), vec![(4, "order-9".to_owned(), 0, true)]);
     });
+}
+
+/// (stream, revision) of each event.
+fn places(events: &[RecordedEvent]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .map(|e| (e.stream.clone(), e.revision))
+        .collect()
+}
+
+#[test]
+fn index_filters_read_and_subscribe_all_by_category_and_event_type() {
+    use strata_client::Filter;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--durability", "no-sync", "--derived-streams"],
+    );
+    let orders = vec![
+        ("order-1".to_owned(), 0),
+        ("order-2".to_owned(), 0),
+        ("order-1".to_owned(), 1),
+        ("order-2".to_owned(), 1),
+    ];
+    rt().block_on(async {
+        let c = server.client().await;
+        seed(&c).await;
+        let all = |f: Filter| {
+            let c = c.clone();
+            async move { read(&c, "$all", ReadOptions::default().filter(f)).await }
+        };
+        let by_index = all(Filter::indexed(["order"], Vec::<String>::new())).await;
+        assert_eq!(places(&by_index), orders);
+        // Plain $all events, not entries of a derived stream.
+        assert!(by_index.iter().all(|e| e.listed_in.is_none()));
+        // A stream-name prefix that is a category answers the same.
+        assert_eq!(
+            places(&all(Filter::stream_prefix(["order-"])).await),
+            orders
+        );
+        let typed = all(Filter::indexed(Vec::<String>::new(), ["Registered"])).await;
+        assert_eq!(places(&typed), vec![("user-1".to_owned(), 0)]);
+        let both = all(Filter::indexed(["user"], ["Shipped"])).await;
+        assert_eq!(
+            places(&both),
+            vec![
+                ("user-1".to_owned(), 0),
+                ("order-1".to_owned(), 1),
+                ("order-2".to_owned(), 1)
+            ]
+        );
+        // Backwards, and from a position.
+        let back = read(
+            &c,
+            "$all",
+            ReadOptions::default()
+                .filter(Filter::indexed(["order"], Vec::<String>::new()))
+                .backwards(),
+        )
+        .await;
+        let mut want = orders.clone();
+        want.reverse();
+        assert_eq!(places(&back), want);
+
+        // A subscription catches up, then gets live events of the category only.
+        let mut sub = c
+            .subscribe(
+                "$all",
+                SubscribeFrom::Start,
+                Some(Filter::indexed(["order"], Vec::<String>::new())),
+            )
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match next(&mut sub).await {
+                SubscriptionMessage::Event(e) => got.push(e),
+                SubscriptionMessage::Checkpoint { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(places(&got), orders);
+        loop {
+            match next(&mut sub).await {
+                SubscriptionMessage::CaughtUp { .. } => break,
+                SubscriptionMessage::Checkpoint { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        for stream in ["user-2", "order-3"] {
+            c.append(
+                stream,
+                Exp::Any,
+                vec![EventData::json_bytes("Placed", b"{}".to_vec())],
+            )
+            .await
+            .unwrap();
+        }
+        let live = loop {
+            match next(&mut sub).await {
+                SubscriptionMessage::Event(e) => break e,
+                SubscriptionMessage::Checkpoint { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!((live.stream.as_str(), live.revision), ("order-3", 0));
+    });
+    // The CLI's --category and --event-type.
+    let out = server.cli(&[
+        "read",
+        "$all",
+        "--category",
+        "order",
+        "--event-type",
+        "Registered",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let streams: Vec<&str> = text.lines().map(|l| l.split('@').next().unwrap()).collect();
+    assert_eq!(
+        streams,
+        ["order-1", "order-2", "user-1", "order-1", "order-2", "order-3"]
+    );
+    // A filter naming an index needs a server that keeps them.
+    drop(server);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--durability", "no-sync"]);
+    let out = server.cli(&["read", "$all", "--category", "order"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--derived-streams"),
+        "{out:?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! Crash test: a child process appends under concurrency and reports each acknowledged
 //! event; it is SIGKILLed at pseudo-random moments, many rounds. After every kill the store
 //! reopens with every acknowledged event present, intact, once and in order, and takes new
-//! appends.
+//! appends. With the derived streams kept, every acknowledged event is also listed exactly once,
+//! in log order, in its category and type streams, at the revision it had before the crash.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -23,13 +24,72 @@ fn kill_after(ms: u64, seed: &mut u64) -> u64 {
 
 #[test]
 fn every_acknowledged_append_survives_sigkill() {
+    crash_rounds(8, false);
+}
+
+#[test]
+fn derived_streams_keep_every_acknowledged_event_at_its_revision_across_sigkill() {
+    crash_rounds(5, true);
+}
+
+/// Each acknowledged event's revision in `$ce-crash` and `$et-Crashy` as last seen; checks the
+/// derived streams list every acknowledged event once, in log order, at the same revisions.
+fn check_derived(
+    engine: &Engine,
+    acked: &HashMap<String, HashMap<u64, Uuid>>,
+    seen: &mut HashMap<(&'static str, Uuid), u64>,
+    round: usize,
+) {
+    let ids: HashSet<Uuid> = acked.values().flat_map(|r| r.values().copied()).collect();
+    for name in ["$ce-crash", "$et-Crashy"] {
+        let slice = engine
+            .read_derived(
+                name,
+                StreamFrom::Start,
+                Direction::Forwards,
+                usize::MAX,
+                usize::MAX,
+            )
+            .unwrap_or_else(|e| panic!("round {round}: {name}: {e}"));
+        let mut listed = HashSet::new();
+        let mut last_position = None;
+        for (i, d) in slice.events.iter().enumerate() {
+            assert_eq!(d.revision, i as u64, "round {round}: {name} has a gap");
+            assert!(
+                last_position < Some(d.event.position),
+                "round {round}: {name} is out of log order at {i}"
+            );
+            last_position = Some(d.event.position);
+            assert!(
+                listed.insert(d.event.event_id),
+                "round {round}: {name} lists {} twice",
+                d.event.event_id
+            );
+            if let Some(before) = seen.insert((name, d.event.event_id), d.revision) {
+                assert_eq!(
+                    before, d.revision,
+                    "round {round}: {name} moved {}",
+                    d.event.event_id
+                );
+            }
+        }
+        let missing = ids.iter().filter(|id| !listed.contains(id)).count();
+        assert_eq!(
+            missing, 0,
+            "round {round}: {name} lacks acknowledged events"
+        );
+    }
+}
+
+fn crash_rounds(rounds: usize, derived: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut seed = 0x5eed_cafe_u64;
     let mut acked: HashMap<String, HashMap<u64, Uuid>> = HashMap::new();
-    let rounds = 8;
+    let mut seen = HashMap::new();
     for round in 0..rounds {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
             .args([dir.path().to_str().unwrap(), "6", "4", "65536"])
+            .args(derived.then_some("derived"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -86,7 +146,11 @@ fn every_acknowledged_append_survives_sigkill() {
         );
 
         // Reopen in this process and check every acknowledged event.
-        let engine = Engine::open(Config::new(dir.path())).expect("reopen after SIGKILL");
+        let mut config = Config::new(dir.path());
+        if derived {
+            config.derived = Some(strata_engine::derived::CategoryRule::default());
+        }
+        let engine = Engine::open(config).expect("reopen after SIGKILL");
         let report = engine.recovery_report();
         eprintln!(
             "round {round}: {this_round} acks; reopen re-indexed {} events, cut {} bytes, took {:?}",
@@ -118,6 +182,9 @@ fn every_acknowledged_append_survives_sigkill() {
                     "round {round}: acknowledged {stream}@{rev} is missing or different"
                 );
             }
+        }
+        if derived {
+            check_derived(&engine, &acked, &mut seen, round);
         }
         // New appends work after recovery.
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -29,7 +29,7 @@ struct Args {
     /// Events in the store used for the read, reopen and rebuild measurements.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// Only these scenarios (comma-separated): fsync,append,batch,read,reopen.
+    /// Only these scenarios (comma-separated): fsync,append,batch,read,reopen,indexes.
     #[arg(long, default_value = "fsync,append,batch,read,reopen")]
     only: String,
     /// Keep the derived streams (`$ce-…`, `$et-…`), to measure what they cost.
@@ -87,12 +87,169 @@ fn fsync_baseline(dir: &Path, secs: f64) {
 static DERIVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn open(dir: &Path) -> Engine {
+    open_with(dir, DERIVED.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn open_with(dir: &Path, derived: bool) -> Engine {
     let mut c = Config::new(dir);
     c.index_cache_bytes = 128 * 1024 * 1024;
-    if DERIVED.load(std::sync::atomic::Ordering::Relaxed) {
+    if derived {
         c.derived = Some(strata_engine::derived::CategoryRule::default());
     }
     Engine::open(c).expect("open")
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The derived streams (issue targets): `n` events over 1000 streams in 100 categories (1%
+/// each) and 10 event types (10% each). Reads `$ce-`/`$et-` in-process, times an `$all` read
+/// filtered to one category from the index against the same read scanning the log, the
+/// index's size per event with and without them, and rebuilds with and without them.
+fn indexes(rt: &tokio::runtime::Runtime, dir: &Path, n: u64, size: usize) {
+    let store = dir.join("categories");
+    let engine = Arc::new(open_with(&store, true));
+    let pad = format!("{{\"pad\":\"{}\"}}", "x".repeat(size.saturating_sub(10)));
+    let t = Instant::now();
+    rt.block_on(async {
+        let per_task = n / 16;
+        let mut tasks = Vec::new();
+        for w in 0..16u64 {
+            let engine = engine.clone();
+            let pad = pad.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut written, mut appends) = (0u64, 0u64);
+                while written < per_task {
+                    let k = 100.min(per_task - written);
+                    let s = w + 16 * appends;
+                    let stream = format!("cat{}-{}", s % 100, (s / 100) % 10);
+                    appends += 1;
+                    let events = (0..k)
+                        .map(|i| {
+                            EventData::json(format!("Type{}", (written + i) % 10), pad.clone())
+                        })
+                        .collect();
+                    engine
+                        .append(&stream, ExpectedRevision::Any, events)
+                        .await
+                        .expect("append");
+                    written += k;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    eprintln!("populated {n} events in {:.1}s", t.elapsed().as_secs_f64());
+
+    let read_derived = |name: &str| {
+        let t = Instant::now();
+        let (mut from, mut count) = (StreamFrom::Start, 0usize);
+        loop {
+            let page = engine
+                .read_derived(name, from, Direction::Forwards, 1000, usize::MAX)
+                .unwrap();
+            count += page.events.len();
+            match page.next_revision {
+                Some(r) => from = StreamFrom::Revision(r),
+                None => break,
+            }
+        }
+        (count, t.elapsed().as_secs_f64())
+    };
+    for name in ["$ce-cat7", "$et-Type3"] {
+        let (count, s) = read_derived(name);
+        println!(
+            "read_derived {name}: {:.0} events/s ({count} events, pages of 1000)",
+            count as f64 / s
+        );
+    }
+    let filtered = |filter: &strata_engine::EventFilter| {
+        let t = Instant::now();
+        let (mut from, mut count) = (AllFrom::Start, 0usize);
+        loop {
+            let page = engine
+                .read_all_budget(
+                    from,
+                    Direction::Forwards,
+                    1000,
+                    Some(filter),
+                    32_000,
+                    1 << 22,
+                )
+                .unwrap();
+            count += page.events.len();
+            if page.is_end {
+                break;
+            }
+            from = AllFrom::Position(page.next_position);
+        }
+        (count, t.elapsed().as_secs_f64())
+    };
+    use strata_engine::{EventFilter, FilterOn};
+    let by_index = EventFilter::prefixes(FilterOn::StreamName, ["$idx-ce-cat7"]).unwrap();
+    let by_prefix = EventFilter::prefixes(FilterOn::StreamName, ["cat7-"]).unwrap();
+    let by_scan = EventFilter::regex(FilterOn::StreamName, "^cat7-").unwrap();
+    let (ci, si) = filtered(&by_index);
+    let (cp, sp) = filtered(&by_prefix);
+    let (cs, ss) = filtered(&by_scan);
+    assert_eq!((ci, cp), (cs, cs), "the index and the scan disagree");
+    println!(
+        "all_filtered_1pct_category: index {:.3} s, prefix (index) {:.3} s, regex scan {:.3} s: {:.1}% of the scan's time ({cs} of {n} events)",
+        si,
+        sp,
+        ss,
+        100.0 * si / ss
+    );
+    let by_type = EventFilter::prefixes(FilterOn::EventType, ["Type3"]).unwrap();
+    let (ct, st) = filtered(&by_type);
+    println!(
+        "all_filtered_10pct_type: {:.0} events/s from the index ({ct} events in {st:.3} s)",
+        ct as f64 / st
+    );
+    Arc::try_unwrap(engine)
+        .ok()
+        .expect("sole owner")
+        .close()
+        .unwrap();
+
+    // Rebuilds (the index directory deleted) with and without the derived streams, and the
+    // index's size after each.
+    let mut sizes = [0u64; 2];
+    for (i, derived) in [false, true].into_iter().enumerate() {
+        std::fs::remove_dir_all(store.join("index")).unwrap();
+        let t = Instant::now();
+        let engine = open_with(&store, derived);
+        let rebuild = t.elapsed().as_secs_f64();
+        let k = engine.recovery_report().reindexed_events;
+        engine.flush_index().unwrap();
+        engine.close().unwrap();
+        sizes[i] = dir_size(&store.join("index"));
+        println!(
+            "index_rebuild (derived {}): {:.0} events/s ({k} events in {rebuild:.3} s), index {:.1} MB",
+            if derived { "on" } else { "off" },
+            k as f64 / rebuild,
+            sizes[i] as f64 / 1e6
+        );
+    }
+    println!(
+        "derived_index_size: {:.1} bytes per event per derived index ({:.1} MB more for 2 entries per event)",
+        sizes[1].saturating_sub(sizes[0]) as f64 / (2 * n) as f64,
+        sizes[1].saturating_sub(sizes[0]) as f64 / 1e6
+    );
 }
 
 /// `writers` tasks each append `batch`-event appends with exact expected revisions to their
@@ -411,6 +568,9 @@ fn main() {
         if only.contains(&"reopen") {
             reopen(&store, args.events);
         }
+    }
+    if only.contains(&"indexes") {
+        indexes(&rt, dir, args.events, args.event_size);
     }
     if only.contains(&"fsync") {
         fsync_baseline(dir, args.duration.min(3.0));

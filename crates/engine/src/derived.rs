@@ -5,9 +5,11 @@
 //! revision never changes once assigned (a rebuild assigns the same ones) and a reader's
 //! checkpoint stays valid.
 //!
-//! Only events of user streams (names not starting with `$`) are listed. A stream's category is
+//! Categories are those of user streams (names not starting with `$`): a stream's category is
 //! its name up to the first separator (or the last, if so configured); a name without the
-//! separator, or starting with it, has no category.
+//! separator, or starting with it, has no category. `$et-<type>` lists every event of the type
+//! in user streams, and in system streams when the type does not start with `$` (so that an
+//! event-type prefix not starting with `$` matches exactly what the `$et-` streams list).
 
 /// Names of category streams start with this.
 pub const CATEGORY_PREFIX: &str = "$ce-";
@@ -43,12 +45,13 @@ impl CategoryRule {
         (at > 0).then(|| &stream[..at])
     }
 
-    /// The form stored with the index, so that an index built under another rule is rebuilt.
+    /// The form stored with the index, so that an index built under another rule (or under
+    /// other listing rules: the `v2`) is rebuilt.
     pub(crate) fn encode(rule: Option<&CategoryRule>) -> Vec<u8> {
         match rule {
             None => b"off".to_vec(),
             Some(r) => format!(
-                "{}:{}",
+                "v2:{}:{}",
                 if r.from_last { "last" } else { "first" },
                 r.separator
             )
@@ -95,6 +98,11 @@ pub fn entry_id(stream: &str, revision: u64) -> uuid::Uuid {
     bytes[..8].copy_from_slice(&h.to_be_bytes());
     bytes[8..].copy_from_slice(&revision.to_be_bytes());
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Whether the event of `stream` of type `event_type` is listed in `$et-<event_type>`.
+pub fn listed_by_type(stream: &str, event_type: &str) -> bool {
+    !stream.starts_with('$') || !event_type.starts_with('$')
 }
 
 /// Whether `stream` is a derived stream (read-only, maintained by the engine).

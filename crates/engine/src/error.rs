@@ -50,6 +50,11 @@ pub enum Error {
         violations: Vec<crate::multi::CheckViolation>,
     },
 
+    /// Something that needs the derived streams (`$ce-…`, `$et-…` and the `$idx-` filters
+    /// answered from them) on a store that does not keep them.
+    #[error("{what} needs the derived streams, which this store does not keep (turn them on)")]
+    DerivedStreamsOff { what: String },
+
     /// Names starting with `$` belong to the system.
     #[error("stream name '{stream}' is reserved: names starting with '$' belong to the system (use the metadata, delete and tombstone operations)")]
     ReservedStream { stream: String },

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod filter;
 mod index;
+pub mod indexed;
 pub mod io;
 mod lock;
 pub mod metadata;

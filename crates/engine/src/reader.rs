@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::derived::{DerivedEvent, DerivedSlice};
+use crate::derived::{DerivedEvent, DerivedSlice, EVENT_TYPE_PREFIX};
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::filter::EventFilter;
@@ -11,7 +11,7 @@ use crate::segment::{Cursor, Item, Step};
 use crate::types::{AllFrom, AllSlice, Direction, RecordedEvent, StreamFrom, StreamSlice};
 
 /// Block size for reads that jump between positions (stream reads).
-const RANDOM_CHUNK: usize = 64 * 1024;
+pub(crate) const RANDOM_CHUNK: usize = 64 * 1024;
 /// Block size for sequential `$all` reads.
 const SEQUENTIAL_CHUNK: usize = 1024 * 1024;
 
@@ -27,7 +27,7 @@ pub fn event_cost(e: &RecordedEvent) -> usize {
     e.data.len() + e.metadata.len() + e.stream.len() + e.event_type.len() + 100
 }
 
-fn decode(item: &Item) -> Result<RecordedEvent> {
+pub(crate) fn decode(item: &Item) -> Result<RecordedEvent> {
     decode_event(&item.block, item.payload.clone(), item.position).map_err(|e| Error::Corruption {
         file: "log".into(),
         offset: item.position,
@@ -216,6 +216,13 @@ impl Shared {
         max_bytes: usize,
     ) -> Result<AllSlice> {
         let end = self.visible_end();
+        if let Some(f) = filter {
+            // Chosen after `end` was read: every event before it is in the derived streams.
+            let types = |p: &str| self.index.derived_with_prefix(EVENT_TYPE_PREFIX, p);
+            if let Some(sources) = crate::indexed::sources(f, self.index.rule(), types)? {
+                return self.read_all_indexed(&sources, from, direction, max, max_bytes, end);
+            }
+        }
         let start_of_log = self.log.segments().first().map_or(0, |s| s.base);
         let mut pos = match (from, direction) {
             (AllFrom::Start, _) => start_of_log,

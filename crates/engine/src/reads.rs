@@ -45,6 +45,13 @@ impl Engine {
             .read_stream_revisions(stream, from, direction, max, false, max_bytes)
     }
 
+    /// Checks that `filter` can be served: one naming indexes (`$idx-ce-…`, `$idx-et-…`)
+    /// needs the derived streams and may hold only prefixes an index answers. (Reads check
+    /// it too; this lets a consumer group refuse such a filter when it is created.)
+    pub fn check_filter(&self, filter: &EventFilter) -> Result<()> {
+        crate::indexed::sources(filter, self.shared.index.rule(), |_| Vec::new()).map(|_| ())
+    }
+
     /// [`Engine::read_stream`] that ignores the stream's retention metadata (`$tb`,
     /// `$maxCount`, `$maxAge`): every event ever written is returned. For servers reading their
     /// own system streams, whose contents no client's metadata may hide from them.

@@ -221,7 +221,8 @@ fn entry_of(item: &segment::Item, log: &Log) -> Result<(Entry, uuid::Uuid, bool)
             revision: h.revision,
             position: item.position,
             effect,
-            event_type: (!stream.starts_with('$')).then(|| Arc::from(event_type)),
+            event_type: crate::derived::listed_by_type(stream, event_type)
+                .then(|| Arc::from(event_type)),
         },
         h.event_id,
         h.is_commit(),

@@ -192,6 +192,7 @@ impl Groups {
                 return Err(Error::DerivedStreamsOff { stream: s.clone() });
             }
         }
+        self.check_filter(&settings)?;
         self.resolve_start(&target, &mut settings)?;
         let mut reg = self.registry.lock().await;
         if reg.closed {
@@ -307,6 +308,14 @@ impl Groups {
         Ok(())
     }
 
+    /// Refuses a filter the engine cannot serve (an index filter on a store without them).
+    fn check_filter(&self, settings: &Settings) -> Result<()> {
+        if let Some(f) = settings.filter.as_ref().map(|f| f.build()).transpose()? {
+            self.engine.check_filter(&f)?;
+        }
+        Ok(())
+    }
+
     /// Changes a group's settings in place: its position, consumers and in-flight messages
     /// are kept. Returns the new settings.
     pub async fn update(
@@ -325,6 +334,7 @@ impl Groups {
             .clone();
         let mut new = patch.apply(&current);
         new.validate(target)?;
+        self.check_filter(&new)?;
         if patch.start_from.is_some() {
             self.resolve_start(target, &mut new)?;
         }

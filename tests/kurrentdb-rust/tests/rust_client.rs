@@ -1,6 +1,6 @@
 //! The official KurrentDB Rust client (`kurrentdb` on crates.io), unchanged but for its
 //! connection string, against the real `strata` binary: append, read, a catch-up
-//! subscription and a persistent subscription.
+//! subscription and a persistent subscription; a category stream read with resolved links.
 
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, EventData, PersistentSubscriptionOptions,
@@ -239,5 +239,63 @@ fn the_official_rust_client_manages_groups_and_restarts_the_subsystem() {
             .unwrap();
         let redelivered = again.next().await.unwrap();
         assert_eq!(redelivered.get_original_event().revision, 1);
+    });
+}
+
+#[test]
+fn the_official_rust_client_reads_a_category_with_resolved_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--durability", "no-sync", "--derived-streams"],
+    );
+    rt().block_on(async {
+        let settings: ClientSettings = format!("kurrentdb://{}?tls=false", server.addr)
+            .parse()
+            .unwrap();
+        let client = Client::new(settings).unwrap();
+        let mut written = Vec::new();
+        for stream in ["shop-1", "shop-2", "shop-1"] {
+            let id = uuid::Uuid::new_v4();
+            client
+                .append_to_stream(
+                    stream,
+                    &AppendToStreamOptions::default(),
+                    EventData::json("Bought", &serde_json::json!({}))
+                        .unwrap()
+                        .id(id),
+                )
+                .await
+                .unwrap();
+            written.push((stream, id));
+        }
+        let mut read = client
+            .read_stream(
+                "$ce-shop",
+                &ReadStreamOptions::default()
+                    .position(StreamPosition::Start)
+                    .resolve_link_tos(),
+            )
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(e) = read.next().await.unwrap() {
+            assert!(e.is_resolved(), "{e:?}");
+            let link = e.link.as_ref().unwrap();
+            let event = e.event.as_ref().unwrap();
+            assert_eq!(link.event_type, "$>");
+            assert_eq!(link.stream_id(), "$ce-shop");
+            assert_eq!(
+                &link.data[..],
+                format!("{}@{}", event.revision, event.stream_id()).as_bytes()
+            );
+            got.push((link.revision, event.stream_id().to_owned(), event.id));
+        }
+        let want: Vec<(u64, String, uuid::Uuid)> = written
+            .iter()
+            .enumerate()
+            .map(|(i, (s, id))| (i as u64, s.to_string(), *id))
+            .collect();
+        assert_eq!(got, want);
     });
 }

@@ -2,6 +2,7 @@
 //! event: `ACK <stream> <revision> <event-id>`. Used by the crash test, which SIGKILLs it.
 //!
 //! Usage: crash-writer <data-dir> <own-stream-writers> <shared-stream-writers> <segment-size>
+//! [derived] (the last keeps the derived streams `$ce-…`, `$et-…`)
 
 use std::io::Write;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ fn main() {
     let shared: usize = args[3].parse().expect("shared-stream writers");
     let mut config = Config::new(dir);
     config.segment_size = args[4].parse().expect("segment size");
+    if args.get(5).is_some_and(|a| a == "derived") {
+        config.derived = Some(strata_engine::derived::CategoryRule::default());
+    }
     let engine = Arc::new(Engine::open(config).expect("open store"));
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     println!("READY");

@@ -16,7 +16,7 @@
 //! A background flusher moves entries to sled in large atomic batches behind the log; readers
 //! look in memory first and in sled for older revisions, so they always see every committed event.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -170,6 +170,8 @@ pub struct Index {
     flush_lock: Mutex<()>,
     /// The category rule of the derived streams; `None`: none are kept.
     derived: Option<CategoryRule>,
+    /// The names of the derived streams, sorted (for the `$et-` streams of a type prefix).
+    derived_names: RwLock<BTreeSet<Arc<str>>>,
 }
 
 fn chunk_key(stream: &str, chunk: u64) -> Vec<u8> {
@@ -292,6 +294,7 @@ impl Index {
             .map_err(idx_err)?;
         db.insert(KEY_DERIVED, rule).map_err(idx_err)?;
         let mut streams = HashMap::new();
+        let mut derived_names = BTreeSet::new();
         for kv in db.scan_prefix(b"s") {
             let (k, v) = kv.map_err(idx_err)?;
             let name = std::str::from_utf8(&k[1..]).map_err(|_| {
@@ -305,8 +308,12 @@ impl Index {
             let last = be_u64(&v[0..8]).unwrap_or(0);
             let meta = be_u64(&v[9..17]).unwrap_or(0);
             let last_revision = last.checked_sub(1);
+            let name: Arc<str> = Arc::from(name);
+            if crate::derived::is_derived(&name) {
+                derived_names.insert(name.clone());
+            }
             streams.insert(
-                Arc::from(name),
+                name,
                 StreamState {
                     last_revision,
                     tombstoned: v[8] & FLAG_TOMBSTONED != 0,
@@ -328,6 +335,7 @@ impl Index {
             unflushed: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
             derived,
+            derived_names: RwLock::new(derived_names),
         })
     }
 
@@ -348,6 +356,7 @@ impl Index {
             .insert(KEY_DERIVED, CategoryRule::encode(self.derived.as_ref()))
             .map_err(|e| self.err(e))?;
         self.streams.write().expect("index lock").clear();
+        self.derived_names.write().expect("index lock").clear();
         self.indexed_end.store(0, Ordering::Release);
         self.checkpoint.store(0, Ordering::Release);
         Ok(())
@@ -396,43 +405,83 @@ impl Index {
         for e in entries {
             Self::apply_one(&mut streams, e);
             if let (Some(rule), Some(event_type)) = (&self.derived, &e.event_type) {
+                // Categories are of user streams; `event_type` is set only for the events
+                // an `$et-` stream lists (see `derived::listed_by_type`).
                 if !e.stream.starts_with('$') {
                     if let Some(category) = rule.category(&e.stream) {
                         derived.add(CATEGORY_PREFIX, category, e.position);
                     }
-                    derived.add(EVENT_TYPE_PREFIX, event_type, e.position);
                 }
+                derived.add(EVENT_TYPE_PREFIX, event_type, e.position);
             }
         }
         let mut name = String::new();
+        let mut created = Vec::new();
         for (prefix, key, positions) in derived.groups {
             added += positions.len() as u64;
-            Self::list(&mut streams, &mut name, prefix, key, &positions);
+            if let Some(new) = Self::list(&mut streams, &mut name, prefix, key, &positions) {
+                created.push(new);
+            }
+        }
+        drop(streams);
+        if !created.is_empty() {
+            self.derived_names
+                .write()
+                .expect("index lock")
+                .extend(created);
         }
         self.unflushed.fetch_add(added, Ordering::Relaxed);
         self.indexed_end.store(end, Ordering::Release);
     }
 
+    /// The category rule of the derived streams, when they are kept.
+    pub fn rule(&self) -> Option<&CategoryRule> {
+        self.derived.as_ref()
+    }
+
+    /// The derived streams named `kind` (`$ce-`, `$et-`) followed by a key starting with
+    /// `prefix`, in name order.
+    pub fn derived_with_prefix(&self, kind: &str, prefix: &str) -> Vec<String> {
+        let start = format!("{kind}{prefix}");
+        self.derived_names
+            .read()
+            .expect("index lock")
+            .range::<str, _>((
+                std::ops::Bound::Included(start.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|n| n.starts_with(start.as_str()))
+            .map(|n| n.to_string())
+            .collect()
+    }
+
     /// Appends events at `positions` to the derived stream `prefix + key` (`name` is scratch
-    /// space, so that the name is allocated only for a stream's first event).
+    /// space, so that the name is allocated only for a stream's first event). Returns the
+    /// stream's name when this created it.
     fn list(
         streams: &mut HashMap<Arc<str>, StreamState>,
         name: &mut String,
         prefix: &str,
         key: &str,
         positions: &[u64],
-    ) {
+    ) -> Option<Arc<str>> {
         name.clear();
         name.push_str(prefix);
         name.push_str(key);
+        let mut created = None;
         let st = match streams.get_mut(name.as_str()) {
             Some(st) => st,
-            None => streams.entry(Arc::from(name.as_str())).or_default(),
+            None => {
+                let n: Arc<str> = Arc::from(name.as_str());
+                created = Some(n.clone());
+                streams.entry(n).or_default()
+            }
         };
         for &position in positions {
             let revision = st.last_revision.map_or(0, |r| r + 1);
             st.push(revision, position);
         }
+        created
     }
 
     fn apply_one(streams: &mut HashMap<Arc<str>, StreamState>, e: &Entry) {

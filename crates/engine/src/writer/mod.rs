@@ -415,7 +415,9 @@ impl Writer {
 
     /// The type to list an event of `stream` under in the derived streams, when they are kept.
     fn derived_type(&mut self, stream: &str, event_type: &str) -> Option<Arc<str>> {
-        if self.shared.config.derived.is_none() || stream.starts_with('$') {
+        if self.shared.config.derived.is_none()
+            || !crate::derived::listed_by_type(stream, event_type)
+        {
             return None;
         }
         match &self.last_type {
