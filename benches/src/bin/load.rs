@@ -346,6 +346,23 @@ async fn main() {
                 n as f64 / t.elapsed().as_secs_f64()
             );
         }
+        // The category of the batch streams, when the server keeps the derived streams.
+        let t = Instant::now();
+        let category = match c.read_stream("$ce-batch", ReadOptions::default()).await {
+            Ok(events) => {
+                events
+                    .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match category {
+            Ok(n) => println!(
+                "read_category: {:.0} events/s ({n} entries of $ce-batch)",
+                n as f64 / t.elapsed().as_secs_f64()
+            ),
+            Err(e) => println!("read_category: skipped ({e})"),
+        }
     }
 
     strata_benches::kurrent::Runs {

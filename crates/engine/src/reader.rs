@@ -80,18 +80,16 @@ impl Shared {
         })
     }
 
-    /// Whether the event `e`, listed in a derived stream, is still readable in its own stream
-    /// (not tombstoned, deleted, truncated or aged out).
-    fn source_visible(&self, e: &RecordedEvent) -> bool {
-        self.index.with_stream(&e.stream, |st| {
-            st.is_some_and(|st| {
+    /// What decides whether events of `stream` are still readable there: tombstoned, the
+    /// first visible revision, and the oldest visible timestamp (`$maxAge`).
+    fn visibility(&self, stream: &str) -> (bool, u64, Option<i64>) {
+        self.index.with_stream(stream, |st| match st {
+            None => (true, 0, None),
+            Some(st) => {
                 let max_age = st.metadata.as_ref().and_then(|m| m.max_age);
-                !st.tombstoned
-                    && e.revision >= st.first_visible()
-                    && max_age.is_none_or(|age| {
-                        e.timestamp_ns >= now_ns().saturating_sub(age.as_nanos() as i64)
-                    })
-            })
+                let oldest = max_age.map(|age| now_ns().saturating_sub(age.as_nanos() as i64));
+                (st.tombstoned, st.first_visible(), oldest)
+            }
         })
     }
 
@@ -170,6 +168,9 @@ impl Shared {
         let mut cursor = Cursor::new(&self.log, self.log.committed_end(), RANDOM_CHUNK);
         let mut events = Vec::with_capacity(positions.len().min(1024));
         let (mut bytes, mut next) = (0usize, next);
+        // The visibility of the last source stream seen: a derived stream's consecutive
+        // entries are often of one stream (an append's events), so it is looked up once.
+        let mut seen: Option<(std::sync::Arc<str>, (bool, u64, Option<i64>))> = None;
         for (i, pos) in positions.into_iter().enumerate() {
             if bytes >= max_bytes {
                 // Cut at the byte budget: continue from the first revision not returned.
@@ -184,7 +185,17 @@ impl Shared {
             if oldest_ns.is_some_and(|oldest| e.timestamp_ns < oldest) {
                 continue;
             }
-            let resolvable = !derived || raw || self.source_visible(&e);
+            let resolvable = !derived || raw || {
+                let (gone, first, oldest) = match &seen {
+                    Some((name, v)) if **name == *e.stream => *v,
+                    _ => {
+                        let v = self.visibility(&e.stream);
+                        seen = Some((std::sync::Arc::from(e.stream.as_str()), v));
+                        v
+                    }
+                };
+                !gone && e.revision >= first && oldest.is_none_or(|o| e.timestamp_ns >= o)
+            };
             let revision = match direction {
                 Direction::Forwards => lo + i as u64,
                 Direction::Backwards => hi - i as u64,
