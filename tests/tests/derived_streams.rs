@@ -17,11 +17,7 @@ async fn read(c: &Client, stream: &str, opts: ReadOptions) -> Vec<RecordedEvent>
     } else {
         c.read_stream(stream, opts).await
     };
-    events
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
+    events.unwrap().try_collect().await.unwrap()
 }
 
 /// (listed revision, own stream, own revision, resolvable) of each entry.

@@ -349,11 +349,7 @@ async fn main() {
         // The category of the batch streams, when the server keeps the derived streams.
         let t = Instant::now();
         let category = match c.read_stream("$ce-batch", ReadOptions::default()).await {
-            Ok(events) => {
-                events
-                    .try_fold(0u64, |n, _| async move { Ok(n + 1) })
-                    .await
-            }
+            Ok(events) => events.try_fold(0u64, |n, _| async move { Ok(n + 1) }).await,
             Err(e) => Err(e),
         };
         match category {

@@ -38,6 +38,10 @@ pub(crate) fn decode(item: &Item) -> Result<RecordedEvent> {
     })
 }
 
+/// Whether a stream is tombstoned, its first visible revision, and the oldest visible
+/// timestamp (from `$maxAge`).
+type Visibility = (bool, u64, Option<i64>);
+
 impl Shared {
     /// The event at a position known to hold one (from the index).
     pub(crate) fn read_at(&self, cursor: &mut Cursor<'_>, position: u64) -> Result<RecordedEvent> {
@@ -80,9 +84,8 @@ impl Shared {
         })
     }
 
-    /// What decides whether events of `stream` are still readable there: tombstoned, the
-    /// first visible revision, and the oldest visible timestamp (`$maxAge`).
-    fn visibility(&self, stream: &str) -> (bool, u64, Option<i64>) {
+    /// What decides whether events of `stream` are still readable there.
+    fn visibility(&self, stream: &str) -> Visibility {
         self.index.with_stream(stream, |st| match st {
             None => (true, 0, None),
             Some(st) => {
@@ -170,7 +173,7 @@ impl Shared {
         let (mut bytes, mut next) = (0usize, next);
         // The visibility of the last source stream seen: a derived stream's consecutive
         // entries are often of one stream (an append's events), so it is looked up once.
-        let mut seen: Option<(std::sync::Arc<str>, (bool, u64, Option<i64>))> = None;
+        let mut seen: Option<(std::sync::Arc<str>, Visibility)> = None;
         for (i, pos) in positions.into_iter().enumerate() {
             if bytes >= max_bytes {
                 // Cut at the byte budget: continue from the first revision not returned.
