@@ -204,10 +204,10 @@ fn a_server_without_derived_streams_says_how_to_turn_them_on() {
 }
 
 /// The next event a group consumer gets.
-async fn group_next(consumer: &mut strata_client::GroupConsumer) -> RecordedEvent {
+async fn group_next(consumer: &mut strata_client::GroupConsumer, what: &str) -> RecordedEvent {
     match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
         Ok(Some(Ok(strata_client::GroupMessage::Event(e)))) => e.event,
-        other => panic!("expected a group event, got {other:?}"),
+        other => panic!("expected a group event ({what}), got {other:?}"),
     }
 }
 
@@ -228,7 +228,7 @@ fn a_consumer_group_on_a_category_acks_entries_and_resumes_after_restart() {
         let mut consumer = c.consume_group("$ce-order", "g", 10).await.unwrap();
         let mut got = Vec::new();
         for _ in 0..4 {
-            got.push(group_next(&mut consumer).await);
+            got.push(group_next(&mut consumer, "history").await);
         }
         assert_eq!(
             entries(&got),
@@ -260,7 +260,7 @@ fn a_consumer_group_on_a_category_acks_entries_and_resumes_after_restart() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         c.replay_parked("$ce-order", "g", None).await.unwrap();
-        let again = group_next(&mut consumer).await;
+        let again = group_next(&mut consumer, "replayed").await;
         assert_eq!(entries(std::slice::from_ref(&again)), entries(&got[..1]));
         consumer.ack(&[again.ack_id()]).await.unwrap();
     });
@@ -277,7 +277,14 @@ fn a_consumer_group_on_a_category_acks_entries_and_resumes_after_restart() {
         .await
         .unwrap();
         let mut consumer = c.consume_group("$ce-order", "g", 10).await.unwrap();
-        let e = group_next(&mut consumer).await;
+        let e = match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+            Ok(Some(Ok(strata_client::GroupMessage::Event(e)))) => e.event,
+            other => panic!(
+                "after the restart: {other:?}\ninfo: {:?}\nlogs:\n{}",
+                c.group_info("$ce-order", "g").await,
+                server.logs()
+            ),
+        };
         assert_eq!(entries(&[e]), vec![(4, "order-9".to_owned(), 0, true)]);
     });
 }

@@ -30,7 +30,12 @@ impl Group {
     /// Reads from storage into the buffer (and parked messages into the retry queue).
     pub(super) fn fill(&mut self, end_rx: &mut watch::Receiver<u64>) -> Result<()> {
         // Mark the current end as seen before reading: a commit after this wakes the loop.
-        end_rx.borrow_and_update();
+        // Only when about to read: marking it while at the end (the loop woken by a tick or a
+        // command) would swallow a commit that landed meanwhile, and the group would wait
+        // for the next one with an event unread.
+        if !self.at_end {
+            end_rx.borrow_and_update();
+        }
         let mut reads = 0;
         while self.replay_pending() && reads < READS_PER_TURN {
             reads += 1;
