@@ -102,6 +102,9 @@ enum Target {
     Stream {
         name: String,
         next: u64,
+        /// For a derived stream, a caller who is not an admin: entries of streams they may
+        /// not read are shown unresolved.
+        reader: Option<crate::auth::Access>,
     },
     All {
         position: u64,
@@ -150,10 +153,18 @@ struct StreamPage {
     last_revision: u64,
 }
 
-fn stream_page(engine: &Engine, stream: &str, from: u64) -> Result<StreamPage, Error> {
+fn stream_page(
+    engine: &Engine,
+    stream: &str,
+    from: u64,
+    reader: Option<&crate::auth::Access>,
+) -> Result<StreamPage, Error> {
     let from = StreamFrom::Revision(from);
     if strata_engine::derived::is_derived(stream) {
-        let slice = engine.read_derived(stream, from, Direction::Forwards, PAGE, PAGE_BYTES)?;
+        let mut slice = engine.read_derived(stream, from, Direction::Forwards, PAGE, PAGE_BYTES)?;
+        if let Some(reader) = reader {
+            crate::streams::hide_unreadable(&mut slice.events, reader);
+        }
         return Ok(StreamPage {
             events: slice
                 .events
@@ -206,9 +217,9 @@ async fn run(
         let end_before = *end_rx.borrow_and_update();
         let small = live_from.is_some_and(|p| end_before.saturating_sub(p) <= INLINE_READ_BYTES);
         let at_end = match &mut target {
-            Target::Stream { name, next } => {
-                let (e, n, from) = (engine.clone(), name.clone(), *next);
-                let page = read(small, move || match stream_page(&e, &n, from) {
+            Target::Stream { name, next, reader } => {
+                let (e, n, from, r) = (engine.clone(), name.clone(), *next, reader.clone());
+                let page = read(small, move || match stream_page(&e, &n, from, r.as_ref()) {
                     Err(Error::StreamNotFound { .. }) => Ok(None),
                     other => other.map(Some),
                 })
@@ -410,6 +421,7 @@ impl Subscriptions for SubscriptionsService {
             Target::Stream {
                 name: r.stream,
                 next,
+                reader: (!who.is_admin()).then_some(who),
             }
         };
         let (tx, rx) = Tx::channel();

@@ -102,6 +102,19 @@ class Derived(unittest.TestCase):
         # Not resolving: every link is still there.
         self.assertEqual(len(client.get_stream(f"$ce-{cat}")), len(order))
 
+    def test_streams_lists_the_streams_in_creation_order(self):
+        cat = category()
+        names = [f"{cat}-{i}" for i in range(3)]
+        for n in names:
+            client.append_to_stream(n, current_version=StreamState.NO_STREAM,
+                                    events=[ev(0), ev(1)])
+        got = [e for e in client.get_stream("$streams", resolve_links=True)
+               if e.stream_name.startswith(cat)]
+        self.assertEqual([e.stream_name for e in got], names)
+        self.assertEqual([e.stream_position for e in got], [0, 0, 0])
+        self.assertEqual([e.link.data for e in got], [f"0@{n}".encode() for n in names])
+        self.assertEqual({e.link.stream_name for e in got}, {"$streams"})
+
     def test_derived_streams_are_read_only(self):
         with self.assertRaises(Exception) as cm:
             client.append_to_stream(f"$ce-{category()}", current_version=StreamState.ANY,

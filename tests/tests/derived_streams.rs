@@ -76,6 +76,15 @@ fn category_and_type_streams_are_read_and_subscribed_with_stable_revisions() {
         let forwards = read(&c, "$ce-order", ReadOptions::default()).await;
         assert_eq!(entries(&forwards), expected);
         assert_eq!(forwards[2].event_type, "Shipped");
+        // $streams: every stream's first event, in the order the streams were created.
+        assert_eq!(
+            entries(&read(&c, "$streams", ReadOptions::default()).await),
+            vec![
+                (0, "order-1".to_owned(), 0, true),
+                (1, "order-2".to_owned(), 0, true),
+                (2, "user-1".to_owned(), 0, true),
+            ]
+        );
         let mut back = entries(&read(&c, "$ce-order", ReadOptions::default().backwards()).await);
         back.reverse();
         assert_eq!(back, expected);

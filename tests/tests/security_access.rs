@@ -318,7 +318,11 @@ fn the_kurrentdb_api_reports_denials_the_way_its_clients_expect() {
 fn settings_defaults_apply_and_all_reads_leave_out_unreadable_streams() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev_certs(dir.path(), &[]);
-    let server = secure(dir.path(), &certs, &["--durability", "no-sync"]);
+    let server = secure(
+        dir.path(),
+        &certs,
+        &["--durability", "no-sync", "--derived-streams"],
+    );
     rt().block_on(async {
         let ch = kurrent_channel(&server, &certs).await;
         create_user(&ch, "bob", "bob-pw", &["auditors"]).await;
@@ -362,6 +366,37 @@ fn settings_defaults_apply_and_all_reads_leave_out_unreadable_streams() {
             .unwrap();
         assert!(streams.contains("open-1"), "{streams:?}");
         assert!(!streams.contains("secret-1"), "{streams:?}");
+        // Derived streams are system streams, which bob may now read; an entry of a stream he
+        // may not read shows only where it is, and index filters leave such events out.
+        let listed = |stream: &'static str| {
+            let bob = bob.clone();
+            async move {
+                bob.read_stream(stream, ReadOptions::default())
+                    .await
+                    .unwrap()
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let secret = listed("$ce-secret").await;
+        assert_eq!(secret.len(), 1);
+        assert!(secret[0].listed_in.as_ref().unwrap().unresolved, "{secret:?}");
+        assert!(secret[0].data.is_empty() && secret[0].event_type.is_empty());
+        let open = listed("$ce-open").await;
+        assert!(!open[0].listed_in.as_ref().unwrap().unresolved, "{open:?}");
+        let by_index: Vec<_> = bob
+            .read_all(ReadOptions::default().filter(strata_client::Filter::indexed(
+                ["secret", "open"],
+                Vec::<String>::new(),
+            )))
+            .await
+            .unwrap()
+            .map_ok(|e| e.stream)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(by_index, ["open-1"]);
         assert!(!streams.iter().any(|s| s.starts_with("$user")), "{streams:?}");
         let all: std::collections::BTreeSet<String> = admin
             .read_all(ReadOptions::default())

@@ -5,6 +5,10 @@
 //! revision never changes once assigned (a rebuild assigns the same ones) and a reader's
 //! checkpoint stays valid.
 //!
+//! `$streams` lists the first event of every user stream, so its entries are the streams in
+//! the order they were created (a soft-deleted stream that is appended to again continues its
+//! revisions, and is not listed twice).
+//!
 //! Categories are those of user streams (names not starting with `$`): a stream's category is
 //! its name up to the first separator (or the last, if so configured); a name without the
 //! separator, or starting with it, has no category. `$et-<type>` lists every event of the type
@@ -15,6 +19,8 @@
 pub const CATEGORY_PREFIX: &str = "$ce-";
 /// Names of event-type streams start with this.
 pub const EVENT_TYPE_PREFIX: &str = "$et-";
+/// The stream listing the first event (revision 0) of every user stream, in creation order.
+pub const STREAMS_STREAM: &str = "$streams";
 
 /// How a stream's category is taken from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +57,7 @@ impl CategoryRule {
         match rule {
             None => b"off".to_vec(),
             Some(r) => format!(
-                "v2:{}:{}",
+                "v3:{}:{}",
                 if r.from_last { "last" } else { "first" },
                 r.separator
             )
@@ -107,7 +113,9 @@ pub fn listed_by_type(stream: &str, event_type: &str) -> bool {
 
 /// Whether `stream` is a derived stream (read-only, maintained by the engine).
 pub fn is_derived(stream: &str) -> bool {
-    stream.starts_with(CATEGORY_PREFIX) || stream.starts_with(EVENT_TYPE_PREFIX)
+    stream.starts_with(CATEGORY_PREFIX)
+        || stream.starts_with(EVENT_TYPE_PREFIX)
+        || stream == STREAMS_STREAM
 }
 
 #[cfg(test)]
@@ -136,6 +144,7 @@ mod tests {
             CategoryRule::encode(Some(&first))
         );
         assert!(is_derived("$ce-order") && is_derived("$et-Placed") && !is_derived("$$x"));
+        assert!(is_derived("$streams") && !is_derived("$streams-x"));
     }
 
     #[test]

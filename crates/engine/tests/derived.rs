@@ -1,5 +1,6 @@
 //! Property test of the derived streams (`$ce-<category>`, `$et-<event type>`) against a simple
-//! model: random appends to streams of several categories and types, soft deletes, tombstones,
+//! model (and `$streams`, the first event of each stream):
+//! random appends to streams of several categories and types, soft deletes, tombstones,
 //! metadata (max count, truncate-before), reopens and a deleted index directory. Revisions are
 //! dense, in log order, never reassigned (a rebuild gives the same ones), and events that are no
 //! longer readable in their own stream are left out.
@@ -25,7 +26,13 @@ const SOFT_DELETED_TB: u64 = i64::MAX as u64;
 /// Categories: order, order, cart, none, cart (cut at the first '-').
 const STREAMS: [&str; 5] = ["order-1", "order-2", "cart-1", "plain", "cart-x-y"];
 const TYPES: [&str; 2] = ["Placed", "Paid"];
-const DERIVED: [&str; 4] = ["$ce-order", "$ce-cart", "$et-Placed", "$et-Paid"];
+const DERIVED: [&str; 5] = [
+    "$ce-order",
+    "$ce-cart",
+    "$et-Placed",
+    "$et-Paid",
+    "$streams",
+];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -90,8 +97,9 @@ impl Model {
         let rule = CategoryRule::default();
         self.log
             .iter()
-            .filter(|(s, _, t, _)| match derived.strip_prefix("$ce-") {
+            .filter(|(s, r, t, _)| match derived.strip_prefix("$ce-") {
                 Some(cat) => rule.category(STREAMS[*s]) == Some(cat),
+                None if derived == "$streams" => *r == 0,
                 None => derived.strip_prefix("$et-") == Some(TYPES[*t]),
             })
             .map(|(s, r, _, id)| (*id, self.streams[*s].visible(*r)))

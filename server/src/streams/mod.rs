@@ -111,6 +111,9 @@ enum Cursor {
     Stream {
         name: String,
         from: StreamFrom,
+        /// For a derived stream, a caller who is not an admin: entries of streams they may
+        /// not read are shown unresolved.
+        reader: Option<auth::Access>,
     },
     All {
         from: AllFrom,
@@ -146,6 +149,24 @@ pub fn readable_only(events: &mut Vec<strata_engine::RecordedEvent>, reader: &au
     });
 }
 
+/// Entries of a derived stream whose own stream `reader` may not read are shown as if their
+/// event were gone (stream, revision and position only): reading `$ce-…` must not reveal
+/// events of streams the caller may not read.
+pub fn hide_unreadable(events: &mut [strata_engine::derived::DerivedEvent], reader: &auth::Access) {
+    let mut seen: std::collections::HashMap<String, bool> = Default::default();
+    for d in events.iter_mut().filter(|d| d.resolvable) {
+        let ok = match seen.get(&d.event.stream) {
+            Some(&ok) => ok,
+            None => {
+                let ok = auth::may(reader, Operation::Read, &d.event.stream);
+                seen.insert(d.event.stream.clone(), ok);
+                ok
+            }
+        };
+        d.resolvable = ok;
+    }
+}
+
 /// Bytes of events in one read page (and so in one `ReadResponse`), at most: with names and
 /// framing a page stays under the 4 MiB message limit of default gRPC clients unless a single
 /// event is larger.
@@ -169,8 +190,11 @@ fn read_page(
     max: usize,
 ) -> Result<Page, strata_engine::Error> {
     match cursor {
-        Cursor::Stream { name, from } if strata_engine::derived::is_derived(&name) => {
-            let slice = engine.read_derived(&name, from, direction, max, READ_PAGE_BYTES)?;
+        Cursor::Stream { name, from, reader } if strata_engine::derived::is_derived(&name) => {
+            let mut slice = engine.read_derived(&name, from, direction, max, READ_PAGE_BYTES)?;
+            if let Some(reader) = &reader {
+                hide_unreadable(&mut slice.events, reader);
+            }
             let events = slice
                 .events
                 .into_iter()
@@ -179,14 +203,16 @@ fn read_page(
             let next = slice.next_revision.map(|r| Cursor::Stream {
                 name,
                 from: StreamFrom::Revision(r),
+                reader,
             });
             Ok(Page { events, next })
         }
-        Cursor::Stream { name, from } => {
+        Cursor::Stream { name, from, reader } => {
             let slice = engine.read_stream_budget(&name, from, direction, max, READ_PAGE_BYTES)?;
             let next = slice.next_revision.map(|r| Cursor::Stream {
                 name,
                 from: StreamFrom::Revision(r),
+                reader,
             });
             Ok(Page {
                 events: slice.events.into_iter().map(event_to_proto).collect(),
@@ -421,6 +447,7 @@ impl Streams for StreamsService {
             Cursor::Stream {
                 name: r.stream,
                 from,
+                reader: (!who.is_admin()).then_some(who),
             }
         };
         // The first page is read before answering, so that "not found" and "deleted" are the

@@ -82,19 +82,27 @@ impl Index {
                 let offset = rev % CHUNK;
                 let take = ((CHUNK - offset) as usize).min(rest.len());
                 let key = chunk_key(name, chunk);
-                let mut value = if offset > 0 {
+                // The chunk's first `offset` entries are kept (re-encoded: any past them in
+                // sled are replaced), then the new ones follow.
+                let kept = if offset > 0 {
                     let old = self
                         .db
                         .get(&key)
                         .map_err(|e| self.err(e))?
                         .unwrap_or_default();
-                    old[..(offset as usize * 8).min(old.len())].to_vec()
+                    let mut old = chunk::decode(&old).ok_or_else(|| {
+                        self.err(sled::Error::Unsupported(format!(
+                            "index chunk {chunk} of stream {name} is malformed"
+                        )))
+                    })?;
+                    old.truncate(offset as usize);
+                    old
                 } else {
-                    Vec::with_capacity(take * 8)
+                    Vec::new()
                 };
-                for p in &rest[..take] {
-                    value.extend_from_slice(&p.to_le_bytes());
-                }
+                let mut value = Vec::with_capacity(8 + (kept.len() + take) * 2);
+                chunk::extend(&mut value, None, &kept);
+                chunk::extend(&mut value, kept.last().copied(), &rest[..take]);
                 batch.insert(key, value);
                 rev += take as u64;
                 rest = &rest[take..];

@@ -3,8 +3,9 @@
 //! In memory: the state of every stream (last revision, tombstone, metadata) and the index
 //! entries (revision -> position) not yet written to sled. In sled, one tree:
 //! - `e | name_len:u16 BE | name | chunk:u64 BE` -> positions of revisions
-//!   `chunk*256 ..` as consecutive `u64 LE` (revisions are dense, so a chunk is a plain array;
-//!   the last chunk of a stream grows as events arrive)
+//!   `chunk*256 ..`: the first as `u64 LE`, each next as a varint distance from the one before
+//!   (see `chunk`; revisions are dense, so a chunk is a plain sequence; the last chunk of a
+//!   stream grows as events arrive)
 //! - `s | name` -> `last_revision+1:u64 | flags:u8 | metadata_position+1:u64` (BE)
 //! - `c` -> `checkpoint:u64 BE`: every event before this log position is in sled.
 //! - `d` -> the category rule the derived streams were built with (see `derived`); an index
@@ -22,10 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::derived::{CategoryRule, CATEGORY_PREFIX, EVENT_TYPE_PREFIX};
+use crate::derived::{CategoryRule, CATEGORY_PREFIX, EVENT_TYPE_PREFIX, STREAMS_STREAM};
 use crate::error::{Error, Result};
 use crate::metadata::StreamMetadata;
 
+mod chunk;
 mod flush;
 
 const KEY_CHECKPOINT: &[u8] = b"c";
@@ -34,7 +36,8 @@ const KEY_DERIVED: &[u8] = b"d";
 /// The base position of the newest segment the log had: evidence, at the next open, of a
 /// newest segment that went missing.
 const KEY_NEWEST_SEGMENT: &[u8] = b"n";
-const INDEX_FORMAT: u64 = 2;
+/// 3: chunks hold position distances as varints (see `chunk`).
+const INDEX_FORMAT: u64 = 3;
 const FLAG_TOMBSTONED: u8 = 1;
 /// Revisions per sled index value.
 const CHUNK: u64 = 256;
@@ -181,11 +184,6 @@ fn chunk_key(stream: &str, chunk: u64) -> Vec<u8> {
     k.extend_from_slice(stream.as_bytes());
     k.extend_from_slice(&chunk.to_be_bytes());
     k
-}
-
-fn chunk_positions(v: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    v.chunks_exact(8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 fn state_key(stream: &str) -> Vec<u8> {
@@ -411,6 +409,9 @@ impl Index {
                     if let Some(category) = rule.category(&e.stream) {
                         derived.add(CATEGORY_PREFIX, category, e.position);
                     }
+                    if e.revision == 0 {
+                        derived.add(STREAMS_STREAM, "", e.position);
+                    }
                 }
                 derived.add(EVENT_TYPE_PREFIX, event_type, e.position);
             }
@@ -581,16 +582,19 @@ impl Index {
                 let first = chunk * CHUNK;
                 let lo_i = from.max(first) - first;
                 let hi_i = hi.min(first + CHUNK - 1) - first;
-                let have = (v.len() / 8) as u64;
+                let positions = chunk::decode(&v).ok_or_else(|| {
+                    self.err(sled::Error::Unsupported(format!(
+                        "index chunk {chunk} of stream {stream} is malformed"
+                    )))
+                })?;
+                let have = positions.len() as u64;
                 if hi_i >= have {
                     return Err(self.err(sled::Error::ReportableBug(format!(
                         "index chunk {chunk} of stream {stream} holds {have} entries, revision {} expected",
                         first + hi_i
                     ))));
                 }
-                out.extend(chunk_positions(
-                    &v[(lo_i * 8) as usize..((hi_i + 1) * 8) as usize],
-                ));
+                out.extend_from_slice(&positions[lo_i as usize..=hi_i as usize]);
             }
         }
         out.extend(mem);
