@@ -154,9 +154,10 @@ pub struct ListedIn {
     /// The event is no longer readable in its own stream (deleted, truncated, aged out): only
     /// `stream`, `revision` and `position` of the event are set.
     pub unresolved: bool,
-    /// The entry's own ID, the same on every read: what a consumer of a group on a derived
-    /// stream acknowledges (see [`RecordedEvent::ack_id`]).
-    pub entry_id: Uuid,
+    /// On deliveries of a consumer group reading a derived stream: the entry's own ID, stable,
+    /// which the consumer acknowledges (see [`RecordedEvent::ack_id`]). `None` on reads and
+    /// subscriptions.
+    pub entry_id: Option<Uuid>,
 }
 
 impl RecordedEvent {
@@ -168,7 +169,10 @@ impl RecordedEvent {
     /// The ID to acknowledge this event by in a consumer group: the entry's when it came
     /// through a derived stream, the event's own otherwise.
     pub fn ack_id(&self) -> Uuid {
-        self.listed_in.as_ref().map_or(self.id, |l| l.entry_id)
+        self.listed_in
+            .as_ref()
+            .and_then(|l| l.entry_id)
+            .unwrap_or(self.id)
     }
 
     pub(crate) fn from_proto(e: v1::RecordedEvent) -> Self {
@@ -192,7 +196,7 @@ impl RecordedEvent {
                     stream: l.stream,
                     revision: l.revision,
                     unresolved: l.unresolved,
-                    entry_id: Uuid::parse_str(&l.entry_id).unwrap_or_default(),
+                    entry_id: Uuid::parse_str(&l.entry_id).ok(),
                 })
             }),
         }

@@ -292,7 +292,7 @@ fn event_json(e: &RecordedEvent) -> serde_json::Value {
         out["listed_in"] = json!({
             "stream": l.stream,
             "revision": l.revision,
-            "entry_id": l.entry_id.to_string(),
+            "entry_id": l.entry_id.map(|id| id.to_string()),
             "unresolved": l.unresolved,
         });
     }

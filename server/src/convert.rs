@@ -97,7 +97,7 @@ pub fn derived_to_proto(
         stream: stream.to_owned(),
         revision: d.revision,
         unresolved: !d.resolvable,
-        entry_id: strata_engine::derived::entry_id(stream, d.revision).to_string(),
+        entry_id: String::new(),
     });
     if d.resolvable {
         return v1::RecordedEvent {
@@ -120,17 +120,22 @@ pub fn delivered_to_proto(
     event: strata_engine::RecordedEvent,
     listed: Option<strata_persistent::Listed>,
 ) -> v1::RecordedEvent {
-    match listed {
-        None => event_to_proto(event),
-        Some(l) => derived_to_proto(
-            &l.stream,
-            strata_engine::derived::DerivedEvent {
-                revision: l.revision,
-                event,
-                resolvable: l.resolvable,
-            },
-        ),
+    let Some(l) = listed else {
+        return event_to_proto(event);
+    };
+    let mut e = derived_to_proto(
+        &l.stream,
+        strata_engine::derived::DerivedEvent {
+            revision: l.revision,
+            event,
+            resolvable: l.resolvable,
+        },
+    );
+    if let Some(listed_in) = e.listed_in.as_mut() {
+        // What the consumer acknowledges it by.
+        listed_in.entry_id = l.entry_id().to_string();
     }
+    e
 }
 
 pub fn direction_from_proto(d: i32) -> Result<Direction, Status> {

@@ -187,18 +187,6 @@ fn stream_page(
     })
 }
 
-/// The last revision of a stream (or derived stream).
-fn stream_end(engine: &Engine, stream: &str) -> Result<u64, Error> {
-    if strata_engine::derived::is_derived(stream) {
-        return engine
-            .read_derived(stream, StreamFrom::End, Direction::Backwards, 1, 1)
-            .map(|s| s.last_revision);
-    }
-    engine
-        .read_stream(stream, StreamFrom::End, Direction::Backwards, 1)
-        .map(|s| s.last_revision)
-}
-
 /// Runs one subscription until the client leaves, the server shuts down or an error ends it.
 async fn run(
     engine: Arc<Engine>,
@@ -394,7 +382,7 @@ impl Subscriptions for SubscriptionsService {
             crate::streams::derived_served(&self.engine, &r.stream)?;
             let next = match r.from {
                 None | Some(SubFrom::Start(_)) => 0,
-                Some(SubFrom::End(_)) => match stream_end(&self.engine, &r.stream) {
+                Some(SubFrom::End(_)) => match self.engine.last_revision(&r.stream) {
                     Ok(last) => last + 1,
                     Err(Error::StreamNotFound { .. }) => 0,
                     Err(e) => return Err(from_engine(e)),

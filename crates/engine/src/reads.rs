@@ -45,6 +45,18 @@ impl Engine {
             .read_stream_revisions(stream, from, direction, max, false, max_bytes)
     }
 
+    /// The last revision of a stream or a derived stream (with the errors of a read of it:
+    /// not found, deleted).
+    pub fn last_revision(&self, stream: &str) -> Result<u64> {
+        if crate::derived::is_derived(stream) {
+            self.read_derived(stream, StreamFrom::End, Direction::Backwards, 1, 1)
+                .map(|s| s.last_revision)
+        } else {
+            self.read_stream(stream, StreamFrom::End, Direction::Backwards, 1)
+                .map(|s| s.last_revision)
+        }
+    }
+
     /// Checks that `filter` can be served: one naming indexes (`$idx-ce-…`, `$idx-et-…`)
     /// needs the derived streams and may hold only prefixes an index answers. (Reads check
     /// it too; this lets a consumer group refuse such a filter when it is created.)

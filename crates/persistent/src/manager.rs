@@ -259,7 +259,7 @@ impl Groups {
         let resolved = match (target, settings.start_from) {
             (Target::All, StartFrom::End) => StartFrom::Position(self.engine.log_end()),
             (Target::Stream(s), StartFrom::End) => {
-                match crate::source::last_revision(&self.engine, s) {
+                match self.engine.last_revision(s) {
                     Ok(last) => StartFrom::Revision(last + 1),
                     Err(EngineError::StreamNotFound { .. }) => {
                         // Never written, or soft-deleted: revisions continue after the last.
@@ -501,7 +501,7 @@ impl Groups {
             .transpose()?;
         let (lag, capped) = tokio::task::spawn_blocking(move || -> Result<(u64, bool)> {
             match &target {
-                Target::Stream(s) => match crate::source::last_revision(&engine, s) {
+                Target::Stream(s) => match engine.last_revision(s) {
                     Ok(last) => Ok(((last + 1).saturating_sub(from), false)),
                     Err(EngineError::StreamNotFound { .. })
                     | Err(EngineError::StreamDeleted { .. }) => Ok((0, false)),

@@ -105,15 +105,3 @@ pub(crate) fn derived_entry(
             (d.event, listed)
         }))
 }
-
-/// The last revision of a group's source stream.
-pub(crate) fn last_revision(engine: &Engine, stream: &str) -> Result<u64, EngineError> {
-    if is_derived(stream) {
-        return engine
-            .read_derived(stream, StreamFrom::End, Direction::Backwards, 1, 1)
-            .map(|s| s.last_revision);
-    }
-    engine
-        .read_stream(stream, StreamFrom::End, Direction::Backwards, 1)
-        .map(|s| s.last_revision)
-}

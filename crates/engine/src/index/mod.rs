@@ -424,15 +424,18 @@ impl Index {
                 created.push(new);
             }
         }
-        drop(streams);
         if !created.is_empty() {
+            // Taken under the streams lock (always in this order).
             self.derived_names
                 .write()
                 .expect("index lock")
                 .extend(created);
         }
         self.unflushed.fetch_add(added, Ordering::Relaxed);
+        // Under the streams lock: the flusher takes the streams and `indexed_end` together,
+        // and must never write a state that is ahead of the checkpoint it writes with it.
         self.indexed_end.store(end, Ordering::Release);
+        drop(streams);
     }
 
     /// The category rule of the derived streams, when they are kept.

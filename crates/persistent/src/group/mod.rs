@@ -142,7 +142,7 @@ impl Group {
             // Resolved at creation; only a group stored by an older version lacks it.
             StartFrom::End => match &target {
                 Target::All => engine.log_end(),
-                Target::Stream(s) => source::last_revision(&engine, s).map_or(0, |l| l + 1),
+                Target::Stream(s) => engine.last_revision(s).map_or(0, |l| l + 1),
             },
         };
         let (parked_start, parked_end) = store::parked_range(&engine, &target, &name)?;
