@@ -123,35 +123,12 @@ fn indexes(rt: &tokio::runtime::Runtime, dir: &Path, n: u64, size: usize) {
     let engine = Arc::new(open_with(&store, true));
     let pad = format!("{{\"pad\":\"{}\"}}", "x".repeat(size.saturating_sub(10)));
     let t = Instant::now();
-    rt.block_on(async {
-        let per_task = n / 16;
-        let mut tasks = Vec::new();
-        for w in 0..16u64 {
-            let engine = engine.clone();
-            let pad = pad.clone();
-            tasks.push(tokio::spawn(async move {
-                let (mut written, mut appends) = (0u64, 0u64);
-                while written < per_task {
-                    let k = 100.min(per_task - written);
-                    let s = w + 16 * appends;
-                    let stream = format!("cat{}-{}", s % 100, (s / 100) % 10);
-                    appends += 1;
-                    let events = (0..k)
-                        .map(|i| {
-                            EventData::json(format!("Type{}", (written + i) % 10), pad.clone())
-                        })
-                        .collect();
-                    engine
-                        .append(&stream, ExpectedRevision::Any, events)
-                        .await
-                        .expect("append");
-                    written += k;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
+    fill(rt, &engine, n, move |s, written, k| {
+        let stream = format!("cat{}-{}", s % 100, (s / 100) % 10);
+        let events = (0..k)
+            .map(|i| EventData::json(format!("Type{}", (written + i) % 10), pad.clone()))
+            .collect();
+        (stream, events)
     });
     eprintln!("populated {n} events in {:.1}s", t.elapsed().as_secs_f64());
     // Reads measured with the index in sled, not racing its background flush.
@@ -318,39 +295,53 @@ fn appends(
     std::fs::remove_dir_all(store).ok();
 }
 
-/// Fills a store with `n` events over 1000 streams (100-event appends), returns the path.
-fn populate(rt: &tokio::runtime::Runtime, dir: &Path, n: u64, size: usize) -> PathBuf {
-    let store = dir.join("big");
-    let engine = Arc::new(open(&store));
-    let template = event(size);
-    let t = Instant::now();
+/// Appends `n` events from 16 tasks, 100 per append. `batch(s, written, k)` gives the stream
+/// and the `k` events of a task's append; `s` numbers the appends across tasks (task `w`'s
+/// `a`-th append is `w + 16a`), `written` counts the task's events so far.
+fn fill(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<Engine>,
+    n: u64,
+    batch: impl Fn(u64, u64, u64) -> (String, Vec<EventData>) + Send + Sync + 'static,
+) {
+    let batch = Arc::new(batch);
     rt.block_on(async {
         let per_task = n / 16;
         let mut tasks = Vec::new();
         for w in 0..16u64 {
-            let engine = engine.clone();
-            let template = template.clone();
+            let (engine, batch) = (engine.clone(), batch.clone());
             tasks.push(tokio::spawn(async move {
-                let mut written = 0;
-                let mut appends = 0u64;
+                let (mut written, mut appends) = (0u64, 0u64);
                 while written < per_task {
-                    let k = 100.min(per_task - written) as usize;
-                    let stream = format!("stream-{}", (w + 16 * appends) % 1000);
+                    let k = 100.min(per_task - written);
+                    let (stream, events) = batch(w + 16 * appends, written, k);
                     appends += 1;
-                    let events = (0..k)
-                        .map(|_| template.clone().with_id(Uuid::new_v4()))
-                        .collect();
                     engine
                         .append(&stream, ExpectedRevision::Any, events)
                         .await
                         .expect("append");
-                    written += k as u64;
+                    written += k;
                 }
             }));
         }
         for t in tasks {
             t.await.unwrap();
         }
+    });
+}
+
+/// Fills a store with `n` events over 1000 streams (100-event appends), returns the path.
+fn populate(rt: &tokio::runtime::Runtime, dir: &Path, n: u64, size: usize) -> PathBuf {
+    let store = dir.join("big");
+    let engine = Arc::new(open(&store));
+    let template = event(size);
+    let t = Instant::now();
+    let one = template.clone();
+    fill(rt, &engine, n, move |s, _, k| {
+        let events = (0..k)
+            .map(|_| one.clone().with_id(Uuid::new_v4()))
+            .collect();
+        (format!("stream-{}", s % 1000), events)
     });
     // One long stream for the read_stream measurement.
     rt.block_on(async {

@@ -130,6 +130,32 @@ pub struct EventParts {
     pub data: bytes::Bytes,
 }
 
+/// The read and persistent services each have their own generated `RecordedEvent` message,
+/// with the same fields.
+macro_rules! recorded_from_parts {
+    ($($ty:ty),*) => {$(
+        impl From<EventParts> for $ty {
+            fn from(p: EventParts) -> Self {
+                Self {
+                    id: Some(p.id),
+                    stream_identifier: Some(p.stream_identifier),
+                    stream_revision: p.stream_revision,
+                    prepare_position: p.position,
+                    commit_position: p.position,
+                    metadata: p.metadata,
+                    custom_metadata: p.custom_metadata,
+                    data: p.data,
+                }
+            }
+        }
+    )*};
+}
+
+recorded_from_parts!(
+    strata_kurrentdb_proto::event_store::client::streams::read_resp::read_event::RecordedEvent,
+    strata_kurrentdb_proto::event_store::client::persistent_subscriptions::read_resp::read_event::RecordedEvent
+);
+
 pub fn event_parts(e: v1::RecordedEvent, structured: bool) -> EventParts {
     let id = Uuid::parse_str(&e.event_id).unwrap_or_default();
     let content_type = if e.content_type == v1::ContentType::Binary as i32 {

@@ -28,16 +28,7 @@ impl KurrentPersistent {
 
 /// A record of a consumer group's delivery, as KurrentDB sends it.
 fn recorded(p: super::EventParts) -> kp::read_resp::read_event::RecordedEvent {
-    kp::read_resp::read_event::RecordedEvent {
-        id: Some(p.id),
-        stream_identifier: Some(p.stream_identifier),
-        stream_revision: p.stream_revision,
-        prepare_position: p.position,
-        commit_position: p.position,
-        metadata: p.metadata,
-        custom_metadata: p.custom_metadata,
-        data: p.data,
-    }
+    p.into()
 }
 
 fn err(e: strata_persistent::Error) -> Status {

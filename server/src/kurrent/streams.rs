@@ -44,16 +44,7 @@ impl KurrentStreams {
 }
 
 fn recorded(p: super::EventParts) -> ks::read_resp::read_event::RecordedEvent {
-    ks::read_resp::read_event::RecordedEvent {
-        id: Some(p.id),
-        stream_identifier: Some(p.stream_identifier),
-        stream_revision: p.stream_revision,
-        prepare_position: p.position,
-        commit_position: p.position,
-        metadata: p.metadata,
-        custom_metadata: p.custom_metadata,
-        data: p.data,
-    }
+    p.into()
 }
 
 /// An event as KurrentDB sends it; an entry of a derived stream as a link (with its event
