@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::metadata::StreamMetadata;
 
 mod chunk;
+mod derived;
 mod flush;
 
 const KEY_CHECKPOINT: &[u8] = b"c";
@@ -436,56 +437,6 @@ impl Index {
         // and must never write a state that is ahead of the checkpoint it writes with it.
         self.indexed_end.store(end, Ordering::Release);
         drop(streams);
-    }
-
-    /// The category rule of the derived streams, when they are kept.
-    pub fn rule(&self) -> Option<&CategoryRule> {
-        self.derived.as_ref()
-    }
-
-    /// The derived streams named `kind` (`$ce-`, `$et-`) followed by a key starting with
-    /// `prefix`, in name order.
-    pub fn derived_with_prefix(&self, kind: &str, prefix: &str) -> Vec<String> {
-        let start = format!("{kind}{prefix}");
-        self.derived_names
-            .read()
-            .expect("index lock")
-            .range::<str, _>((
-                std::ops::Bound::Included(start.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|n| n.starts_with(start.as_str()))
-            .map(|n| n.to_string())
-            .collect()
-    }
-
-    /// Appends events at `positions` to the derived stream `prefix + key` (`name` is scratch
-    /// space, so that the name is allocated only for a stream's first event). Returns the
-    /// stream's name when this created it.
-    fn list(
-        streams: &mut HashMap<Arc<str>, StreamState>,
-        name: &mut String,
-        prefix: &str,
-        key: &str,
-        positions: &[u64],
-    ) -> Option<Arc<str>> {
-        name.clear();
-        name.push_str(prefix);
-        name.push_str(key);
-        let mut created = None;
-        let st = match streams.get_mut(name.as_str()) {
-            Some(st) => st,
-            None => {
-                let n: Arc<str> = Arc::from(name.as_str());
-                created = Some(n.clone());
-                streams.entry(n).or_default()
-            }
-        };
-        for &position in positions {
-            let revision = st.last_revision.map_or(0, |r| r + 1);
-            st.push(revision, position);
-        }
-        created
     }
 
     fn apply_one(streams: &mut HashMap<Arc<str>, StreamState>, e: &Entry) {
