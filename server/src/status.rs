@@ -166,7 +166,7 @@ pub fn from_engine(e: Error) -> Status {
                 event_id: event_id.to_string(),
             }),
         ),
-        Error::ReadOnly { .. } | Error::Closed => with_detail(
+        Error::ReadOnly { .. } | Error::NotAcknowledged { .. } | Error::Closed => with_detail(
             Code::Unavailable,
             message.clone(),
             Kind::Unavailable(v1::Unavailable { reason: message }),
@@ -176,11 +176,13 @@ pub fn from_engine(e: Error) -> Status {
             message.clone(),
             Kind::Internal(v1::Internal { reason: message }),
         ),
-        Error::Io { .. } | Error::Index { .. } | Error::Locked { .. } => with_detail(
-            Code::Internal,
-            message.clone(),
-            Kind::Internal(v1::Internal { reason: message }),
-        ),
+        Error::Io { .. } | Error::Index { .. } | Error::Locked { .. } | Error::WrongMode { .. } => {
+            with_detail(
+                Code::Internal,
+                message.clone(),
+                Kind::Internal(v1::Internal { reason: message }),
+            )
+        }
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Config {
     /// categories; `None` (the default for now: they cost appends 20-30% in-process and no
     /// server API serves them yet): keep none. Changing it rebuilds the index at the next open.
     pub derived: Option<crate::derived::CategoryRule>,
+    /// Open the store as a cluster node: the log is a sequence of replicated entries and
+    /// appends go through a [`Proposer`](crate::replica::Proposer) (see
+    /// [`crate::replica`]). A store is one or the other for its whole life.
+    pub replicated: bool,
 }
 
 /// Receives write-path measurements (a metrics exporter implements it). Called on the writer
@@ -74,6 +78,7 @@ impl Config {
             observer: None,
             accept_data_loss: false,
             derived: None,
+            replicated: false,
         }
     }
 }
@@ -88,6 +93,7 @@ impl std::fmt::Debug for Config {
             .field("index_cache_bytes", &self.index_cache_bytes)
             .field("idempotency_window", &self.idempotency_window)
             .field("accept_data_loss", &self.accept_data_loss)
+            .field("replicated", &self.replicated)
             .finish_non_exhaustive()
     }
 }

@@ -28,6 +28,10 @@ pub(crate) struct Shared {
     poisoned: watch::Sender<Option<String>>,
     end_tx: watch::Sender<u64>,
     pub counters: Counters,
+    /// On a cluster node: the entry log (set once, right after open).
+    pub replica: std::sync::OnceLock<crate::replica::EntryLog>,
+    /// On a cluster node: where the writer sends batches.
+    pub proposer: std::sync::RwLock<Option<Arc<dyn crate::replica::Proposer>>>,
 }
 
 /// Monotonic counters of the write path.
@@ -66,6 +70,13 @@ impl Shared {
             }
         });
         first
+    }
+
+    pub(crate) fn proposer(&self) -> Option<Arc<dyn crate::replica::Proposer>> {
+        self.proposer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn publish_end(&self, end: u64) {
@@ -112,6 +123,13 @@ impl Engine {
             .map_err(|e| Error::io(&log_dir, e))?;
         let lock = crate::lock::lock_dirs(&config.dir, &log_dir)?;
         let durable = config.durability == Durability::Fsync;
+        let mode = if config.replicated {
+            crate::recovery::Mode::Replicated(
+                crate::replica::read_committed(&config.dir)?.map(|c| c.index),
+            )
+        } else {
+            crate::recovery::Mode::Single
+        };
         let opened = Index::open(
             &config.dir.join("index"),
             config.index_cache_bytes,
@@ -125,6 +143,7 @@ impl Engine {
                 durable,
                 config.idempotency_window,
                 config.accept_data_loss,
+                mode,
             )?;
             Ok((index, recovered))
         });
@@ -146,6 +165,7 @@ impl Engine {
                     durable,
                     config.idempotency_window,
                     true,
+                    mode,
                 )?;
                 (index, recovered, Some(reason))
             }
@@ -163,6 +183,17 @@ impl Engine {
             "store opened"
         );
         let (end_tx, _) = watch::channel(report.log_end);
+        let appender = crate::appender::Appender::new(recovered.active, recovered.write_end);
+        let (replica, sink) = match recovered.entries {
+            Some((map, committed)) => (
+                std::sync::OnceLock::from(crate::replica::EntryLog::new(appender, map, committed)),
+                crate::writer::Sink::Replicated,
+            ),
+            None => (
+                std::sync::OnceLock::new(),
+                crate::writer::Sink::Local(appender),
+            ),
+        };
         let shared = Arc::new(Shared {
             config: config.clone(),
             log: recovered.log,
@@ -170,18 +201,14 @@ impl Engine {
             poisoned: watch::channel(None).0,
             end_tx,
             counters: Counters::default(),
+            replica,
+            proposer: std::sync::RwLock::new(None),
         });
         if let Some(reason) = read_only {
             shared.poison(reason);
         }
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
-        let writer = Writer::new(
-            shared.clone(),
-            rx,
-            recovered.active,
-            report.log_end,
-            recovered.recent,
-        );
+        let writer = Writer::new(shared.clone(), rx, sink, recovered.recent);
         let writer = std::thread::Builder::new()
             .name("strata-writer".into())
             .spawn(move || writer.run())

@@ -91,6 +91,12 @@ pub enum Error {
     #[error("the store is read-only: {reason}; reads still work, reopen the store to recover")]
     ReadOnly { reason: String },
 
+    /// A cluster node could not get an append committed by a majority: it is not the leader,
+    /// lost leadership, or the cluster has no quorum. The append may still be committed later;
+    /// a retry is safe (event IDs make it idempotent).
+    #[error("the append was not acknowledged by the cluster: {reason}; retry it (its event IDs make a retry safe)")]
+    NotAcknowledged { reason: String },
+
     /// An operating-system I/O error.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -106,6 +112,11 @@ pub enum Error {
         #[source]
         source: sled::Error,
     },
+
+    /// The store was opened as a single node but belongs to a cluster node, or the other way
+    /// round.
+    #[error("the store in {} cannot be opened this way: {reason}", dir.display())]
+    WrongMode { dir: PathBuf, reason: String },
 
     /// Another process holds the data directory.
     #[error("data directory {} is locked by another process", dir.display())]

@@ -7,6 +7,8 @@
 //! - `lock`: the exclusive lock on the data and log directories.
 //! - [`derived`]: the derived streams `$ce-<category>` and `$et-<event type>`.
 //! - `writer`: the single writer thread; expected-revision checks and group commit.
+//! - `appender`: writing at the end of the log (the open segment, rollover, sync).
+//! - [`replica`]: a cluster node's log as replicated entries (entry map, commit point).
 //! - `multi`: multi-stream atomic appends (their types and validation).
 //! - `reader`: stream reads (via the index) and `$all` reads (via the segments); `reads`: the
 //!   public read operations on [`Engine`].
@@ -19,6 +21,7 @@
 //! - `recent_ids`: the window of recent event IDs for idempotent retries.
 //! - [`io`]: the file-system seam, with a failure-injecting wrapper for tests.
 
+mod appender;
 mod config;
 pub mod derived;
 pub mod engine;
@@ -35,6 +38,7 @@ mod reads;
 mod recent_ids;
 mod record;
 mod recovery;
+pub mod replica;
 mod segment;
 pub mod types;
 mod unlinked;

@@ -7,6 +7,7 @@ use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::filter::EventFilter;
 use crate::record::{decode_event, parse_header, stream_of, type_of, FRAME_OVERHEAD};
+use crate::replica::header::is_entry_header;
 use crate::segment::{Cursor, Item, Step};
 use crate::types::{AllFrom, AllSlice, Direction, RecordedEvent, StreamFrom, StreamSlice};
 
@@ -271,7 +272,9 @@ impl Shared {
             };
             scanned += 1;
             let frame_len = (item.payload.len() + FRAME_OVERHEAD) as u64;
+            let is_header = is_entry_header(&item.block[item.payload.clone()]);
             let keep = match filter {
+                _ if is_header => false,
                 None => true,
                 Some(f) => {
                     let p = &item.block[item.payload.clone()];
@@ -335,6 +338,11 @@ impl Shared {
                 Step::End => break,
                 Step::Bad(e) => return Err(e.into_error()),
             };
+            if is_entry_header(&item.block[item.payload.clone()]) {
+                records += 1;
+                pos = item.position + (item.payload.len() + FRAME_OVERHEAD) as u64;
+                continue;
+            }
             let h =
                 parse_header(&item.block[item.payload.clone()]).map_err(|e| Error::Corruption {
                     file: self.log.dir.clone(),

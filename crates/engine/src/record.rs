@@ -150,6 +150,11 @@ pub fn parse_header(payload: &[u8]) -> Result<EventHeader, FrameError> {
             "payload shorter than the event header".into(),
         ));
     }
+    if payload[0] == crate::replica::header::KIND_ENTRY {
+        return Err(FrameError::Invalid(
+            "an entry header of a cluster node's log where an event was expected (a cluster node's data directory opened as a single node?)".into(),
+        ));
+    }
     if payload[0] != KIND_EVENT {
         return Err(FrameError::Invalid(format!(
             "unknown record kind {}",

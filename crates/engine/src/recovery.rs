@@ -44,6 +44,31 @@ pub(crate) struct Recovered {
     pub active: Arc<Segment>,
     pub recent: RecentIds,
     pub report: RecoveryReport,
+    /// Where the next record goes (past the commit point on a cluster node holding
+    /// uncommitted entries; `report.log_end` otherwise).
+    pub write_end: u64,
+    /// On a cluster node: the entry map and the last committed entry.
+    pub entries: Option<(crate::replica::EntryMap, Option<u64>)>,
+}
+
+/// What the scan after the index checkpoint found.
+pub(crate) struct Scan {
+    pub recent: RecentIds,
+    /// End of the last complete append (entry, on a cluster node): the log is cut here.
+    pub complete_end: u64,
+    /// End of what may be indexed and read (the commit point on a cluster node).
+    pub visible_end: u64,
+    pub damage: Option<segment::ScanError>,
+    pub reindexed: u64,
+    pub entries: Option<(crate::replica::EntryMap, Option<u64>)>,
+}
+
+/// How the log is laid out.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode {
+    Single,
+    /// A cluster node's log, with the commit point saved last (if any).
+    Replicated(Option<u64>),
 }
 
 fn open_segments(
@@ -189,7 +214,7 @@ fn evidence_of_loss(index: &Index, last: &Segment, log_end: u64) -> Result<Optio
 }
 
 /// Parses a record's index entry.
-fn entry_of(item: &segment::Item, log: &Log) -> Result<(Entry, uuid::Uuid, bool)> {
+pub(crate) fn entry_of(item: &segment::Item, log: &Log) -> Result<(Entry, uuid::Uuid, bool)> {
     let p = &item.block[item.payload.clone()];
     let bad = |r: String| Error::Corruption {
         file: log.dir.clone(),
@@ -236,6 +261,7 @@ pub(crate) fn recover(
     durable: bool,
     window: usize,
     accept_loss: bool,
+    mode: Mode,
 ) -> Result<Recovered> {
     let started = Instant::now();
     let mut segments = open_segments(&fs, log_dir, durable)?;
@@ -272,49 +298,23 @@ pub(crate) fn recover(
         report.index_reset = true;
         report.index_checkpoint = 0;
     }
-    let mut pos = index.checkpoint().max(first_base);
-    let mut recent = RecentIds::new(window);
-    let mut append: Vec<(Entry, uuid::Uuid)> = Vec::new();
-    let mut ready: Vec<Entry> = Vec::with_capacity(APPLY_BATCH);
-    let mut complete_end = pos;
-    let mut cursor = Cursor::new(&log, physical_end, SCAN_CHUNK);
-    let mut damage: Option<segment::ScanError> = None;
-    loop {
-        match cursor.at(pos)? {
-            Step::End => break,
-            Step::Bad(e) => {
-                damage = Some(e);
-                break;
-            }
-            Step::Record(item) => {
-                let (entry, id, commit) = entry_of(&item, &log)?;
-                pos = item.position + (item.payload.len() + FRAME_OVERHEAD) as u64;
-                append.push((entry, id));
-                if commit {
-                    for (entry, id) in append.drain(..) {
-                        recent.insert(
-                            id,
-                            Seen {
-                                stream: entry.stream.clone(),
-                                revision: entry.revision,
-                                position: entry.position,
-                            },
-                        );
-                        ready.push(entry);
-                    }
-                    complete_end = pos;
-                    if ready.len() >= APPLY_BATCH {
-                        report.reindexed_events += ready.len() as u64;
-                        index.apply(&ready, complete_end);
-                        ready.clear();
-                    }
-                }
-            }
+    check_layout(&log, first_base, physical_end, mode)?;
+    let from = index.checkpoint().max(first_base);
+    let scan = match mode {
+        Mode::Single => scan_single(&log, index, from, physical_end, window)?,
+        Mode::Replicated(saved) => {
+            crate::replica::recover::scan(&log, index, first_base, physical_end, saved, window)?
         }
-    }
-    report.reindexed_events += ready.len() as u64;
-    index.apply(&ready, complete_end);
-    drop(ready);
+    };
+    let Scan {
+        mut recent,
+        complete_end,
+        visible_end,
+        damage,
+        reindexed,
+        entries,
+    } = scan;
+    report.reindexed_events = reindexed;
 
     if let Some(e) = damage {
         // Damage is a torn tail only inside the last segment with nothing valid after it.
@@ -350,12 +350,12 @@ pub(crate) fn recover(
         }
         report.truncated_bytes = cut;
     }
-    log.set_committed_end(complete_end);
-    report.log_end = complete_end;
+    log.set_committed_end(visible_end);
+    report.log_end = visible_end;
     index.note_newest_segment(last.base)?;
 
     // Metadata of streams loaded from sled: parse it from the log.
-    let mut meta_cursor = Cursor::new(&log, complete_end, 64 * 1024);
+    let mut meta_cursor = Cursor::new(&log, visible_end, 64 * 1024);
     for (stream, position) in index.metadata_to_load() {
         if let Step::Record(item) = meta_cursor.at(position)? {
             if let (
@@ -373,10 +373,15 @@ pub(crate) fn recover(
     }
 
     // Refill the idempotency window from the events before the checkpoint.
-    let mut back = index.checkpoint().min(complete_end);
-    let mut back_cursor = Cursor::new(&log, complete_end, SCAN_CHUNK);
+    let mut back = index.checkpoint().min(visible_end);
+    let mut back_cursor = Cursor::new(&log, visible_end, SCAN_CHUNK);
     while !recent.is_full() && back > first_base {
         match back_cursor.before(back)? {
+            Step::Record(item)
+                if crate::replica::header::is_entry_header(&item.block[item.payload.clone()]) =>
+            {
+                back = item.position;
+            }
             Step::Record(item) => {
                 let (entry, id, _) = entry_of(&item, &log)?;
                 back = item.position;
@@ -399,5 +404,89 @@ pub(crate) fn recover(
         active: last,
         recent,
         report,
+        write_end: complete_end,
+        entries,
+    })
+}
+
+/// Refuses a single node's log opened as a cluster node's, and the other way round: the
+/// first record says which it is (an entry header starts every cluster node's log).
+fn check_layout(log: &Log, first_base: u64, physical_end: u64, mode: Mode) -> Result<()> {
+    let mut cursor = Cursor::new(log, physical_end, 4096);
+    let Step::Record(item) = cursor.at(first_base)? else {
+        return Ok(());
+    };
+    let entry = crate::replica::header::is_entry_header(&item.block[item.payload.clone()]);
+    let reason = match mode {
+        Mode::Single if entry => "it was written by a cluster node: start it with the cluster settings",
+        Mode::Replicated(_) if !entry => "it was written by a single node, not by a cluster node (cluster mode needs an empty data directory)",
+        _ => return Ok(()),
+    };
+    Err(Error::WrongMode {
+        dir: log.dir.clone(),
+        reason: reason.into(),
+    })
+}
+
+/// The scan of a single node's log after the checkpoint: re-indexes every complete append.
+fn scan_single(
+    log: &Log,
+    index: &Index,
+    from: u64,
+    physical_end: u64,
+    window: usize,
+) -> Result<Scan> {
+    let mut pos = from;
+    let mut recent = RecentIds::new(window);
+    let mut reindexed = 0u64;
+    let mut append: Vec<(Entry, uuid::Uuid)> = Vec::new();
+    let mut ready: Vec<Entry> = Vec::with_capacity(APPLY_BATCH);
+    let mut complete_end = pos;
+    let mut cursor = Cursor::new(log, physical_end, SCAN_CHUNK);
+    let mut damage: Option<segment::ScanError> = None;
+    loop {
+        match cursor.at(pos)? {
+            Step::End => break,
+            Step::Bad(e) => {
+                damage = Some(e);
+                break;
+            }
+            Step::Record(item) => {
+                let (entry, id, commit) = entry_of(&item, log)?;
+                pos = item.position + (item.payload.len() + FRAME_OVERHEAD) as u64;
+                append.push((entry, id));
+                if commit {
+                    for (entry, id) in append.drain(..) {
+                        recent.insert(
+                            id,
+                            Seen {
+                                stream: entry.stream.clone(),
+                                revision: entry.revision,
+                                position: entry.position,
+                            },
+                        );
+                        ready.push(entry);
+                    }
+                    complete_end = pos;
+                    if ready.len() >= APPLY_BATCH {
+                        reindexed += ready.len() as u64;
+                        index.apply(&ready, complete_end);
+                        ready.clear();
+                    }
+                }
+            }
+        }
+    }
+    reindexed += ready.len() as u64;
+    index.apply(&ready, complete_end);
+    drop(ready);
+
+    Ok(Scan {
+        recent,
+        complete_end,
+        visible_end: complete_end,
+        damage,
+        reindexed,
+        entries: None,
     })
 }

@@ -150,6 +150,39 @@ impl Log {
         Ok(seg)
     }
 
+    /// Unregisters the segments that start after `position` and returns the one holding it
+    /// (the last one kept) with the removed ones. Only the log's appender calls this, for
+    /// positions past the committed end, so no reader is using what is removed.
+    pub fn cut_segments(&self, position: u64) -> (Arc<Segment>, Vec<Arc<Segment>>) {
+        let mut segs = self.segments.write().expect("segments lock");
+        let keep = segs.partition_point(|s| s.base <= position).max(1);
+        let removed = segs.split_off(keep);
+        (segs[keep - 1].clone(), removed)
+    }
+
+    /// The `len` bytes at `position`, which lie within one segment.
+    pub fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
+        let Some((seg, end)) = self.segment_at(position, u64::MAX) else {
+            return Err(Error::Corruption {
+                file: self.dir.clone(),
+                offset: position,
+                reason: format!("log position {position} is in no segment"),
+            });
+        };
+        let mut buf = vec![0u8; len];
+        let n = seg.read_exact(position, &mut buf)?;
+        if n < len || position + len as u64 > end {
+            return Err(Error::Corruption {
+                file: seg.path.clone(),
+                offset: seg.offset_of(position),
+                reason: format!(
+                    "{len} bytes at log position {position} run past the segment's end"
+                ),
+            });
+        }
+        Ok(Bytes::from(buf))
+    }
+
     /// The segment holding `position` and the end of that segment's readable data.
     fn segment_at(&self, position: u64, limit: u64) -> Option<(Arc<Segment>, u64)> {
         let segs = self.segments.read().expect("segments lock");

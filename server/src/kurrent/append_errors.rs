@@ -125,7 +125,9 @@ pub(super) fn batch_error(e: Error) -> grpc_rpc::Status {
                 },
             )),
         ),
-        Error::ReadOnly { .. } | Error::Closed => (grpc_rpc::Code::Unavailable, None),
+        Error::ReadOnly { .. } | Error::NotAcknowledged { .. } | Error::Closed => {
+            (grpc_rpc::Code::Unavailable, None)
+        }
         _ => (
             grpc_rpc::Code::Internal,
             Some(any("Unknown", &kc::Unknown {})),

@@ -9,9 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::appender::Appender;
 use crate::engine::{Durability, Shared};
 use crate::error::{Error, Result};
 use crate::index::{Effect, Entry};
@@ -21,11 +22,16 @@ use crate::metadata::{
 use crate::reader::now_ns;
 use crate::recent_ids::{stream_hash, IdKey, RecentIds, Seen};
 use crate::record::{encode_event, EventRecord};
-use crate::segment::{Cursor, Segment};
+use crate::segment::Cursor;
 use crate::types::{AppendResult, ContentType, CurrentRevision, EventData, ExpectedRevision};
 
+mod commit;
 mod idempotency;
 mod multi;
+mod reply;
+
+use reply::Outcome;
+pub(crate) use reply::Reply;
 
 /// Largest batch the writer builds before committing (a single larger append still goes alone).
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
@@ -58,42 +64,6 @@ pub(crate) enum Op {
 pub(crate) struct Request {
     pub op: Op,
     pub reply: Reply,
-}
-
-/// Where a write's result goes. Called exactly once: with the result, or with
-/// [`Error::Closed`] if the request is dropped unanswered (the engine shut down).
-pub(crate) struct Reply(Option<Box<dyn FnOnce(Result<AppendResult>) + Send>>);
-
-impl Reply {
-    /// A reply that runs `f` on the writer thread.
-    pub(crate) fn call(f: impl FnOnce(Result<AppendResult>) + Send + 'static) -> Self {
-        Reply(Some(Box::new(f)))
-    }
-
-    /// A reply delivered to the returned receiver.
-    pub(crate) fn channel() -> (Self, oneshot::Receiver<Result<AppendResult>>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            Reply::call(move |r| {
-                let _ = tx.send(r);
-            }),
-            rx,
-        )
-    }
-
-    pub(crate) fn send(mut self, result: Result<AppendResult>) {
-        if let Some(f) = self.0.take() {
-            f(result);
-        }
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(Err(Error::Closed));
-        }
-    }
 }
 
 /// What the batch so far has done to a stream.
@@ -130,45 +100,19 @@ struct Planned {
     event_type: Option<Arc<str>>,
 }
 
-enum Outcome {
-    /// Reply with this when the batch is durable.
-    Reply(Reply, Result<AppendResult>),
-    /// The same for a multi-stream append.
-    Multi(
-        oneshot::Sender<Result<crate::multi::MultiAppendResult>>,
-        Result<crate::multi::MultiAppendResult>,
-    ),
-}
-
-impl Outcome {
-    fn send(self) {
-        match self {
-            Outcome::Reply(reply, r) => reply.send(r),
-            Outcome::Multi(tx, r) => {
-                let _ = tx.send(r);
-            }
-        }
-    }
-
-    fn fail(self, reason: &str) {
-        let err = || Error::ReadOnly {
-            reason: reason.to_owned(),
-        };
-        match self {
-            Outcome::Reply(reply, r) => reply.send(r.and(Err(err()))),
-            Outcome::Multi(tx, r) => {
-                let _ = tx.send(r.and(Err(err())));
-            }
-        }
-    }
+/// Where a batch goes.
+pub(crate) enum Sink {
+    /// This writer owns the end of the log (a single node).
+    Local(Appender),
+    /// The batch is proposed as a replicated entry and written by the entry log once a
+    /// leader accepts it; planned positions are relative to the entry's body until then.
+    Replicated,
 }
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Request>,
-    active: Arc<Segment>,
-    /// Logical end of the log: where the next record goes.
-    write_pos: u64,
+    sink: Sink,
     recent: RecentIds,
     // Per-batch state.
     buf: Vec<u8>,
@@ -192,15 +136,13 @@ impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Request>,
-        active: Arc<Segment>,
-        write_pos: u64,
+        sink: Sink,
         recent: RecentIds,
     ) -> Self {
         Writer {
             shared,
             rx,
-            active,
-            write_pos,
+            sink,
             recent,
             buf: Vec::with_capacity(1 << 20),
             pending: HashMap::new(),
@@ -238,6 +180,15 @@ impl Writer {
                 }
             }
             self.commit();
+        }
+    }
+
+    /// The log position the batch will be written at (0 when it is proposed for replication:
+    /// its entry's place is known only once it is committed).
+    fn base_pos(&self) -> u64 {
+        match &self.sink {
+            Sink::Local(a) => a.write_pos,
+            Sink::Replicated => 0,
         }
     }
 
@@ -367,7 +318,7 @@ impl Writer {
         let recreates = Self::recreates(&st);
         let mut position = 0;
         for (i, e) in events.iter().enumerate() {
-            position = self.write_pos + self.buf.len() as u64;
+            position = self.base_pos() + self.buf.len() as u64;
             encode_event(
                 &mut self.buf,
                 &EventRecord {
@@ -451,7 +402,7 @@ impl Writer {
         let meta_name: Arc<str> = Arc::from(metadata_stream(stream));
         let meta_st = self.state(&meta_name);
         let revision = meta_st.last_revision.map_or(0, |r| r + 1);
-        let position = self.write_pos + self.buf.len() as u64;
+        let position = self.base_pos() + self.buf.len() as u64;
         let event_id = Uuid::new_v4();
         encode_event(
             &mut self.buf,
@@ -524,7 +475,7 @@ impl Writer {
             .map_or_else(|| b"{}".to_vec(), StreamMetadata::to_json);
         let metadata = metadata.map(Arc::new);
         let revision = meta_st.last_revision.map_or(0, |r| r + 1);
-        let position = self.write_pos + self.buf.len() as u64;
+        let position = self.base_pos() + self.buf.len() as u64;
         let event_id = Uuid::new_v4();
         let meta_name: Arc<str> = Arc::from(meta_name);
         encode_event(
@@ -571,123 +522,5 @@ impl Writer {
             position,
             idempotent_replay: false,
         })
-    }
-
-    /// Writes and syncs the batch, then publishes it and replies.
-    fn commit(&mut self) {
-        let outcomes = std::mem::take(&mut self.outcomes);
-        let planned = std::mem::take(&mut self.planned);
-        let planned_len = planned.len();
-        let requests_in_batch = outcomes.len();
-        self.pending.clear();
-        self.batch_ids.clear();
-        let bytes = self.buf.len() as u64;
-        let started = std::time::Instant::now();
-        let result = if self.buf.is_empty() {
-            Ok(())
-        } else {
-            self.write_batch()
-        };
-        let write_time = started.elapsed();
-        self.buf.clear();
-        match result {
-            Ok(()) => {
-                if !planned.is_empty() {
-                    let entries: Vec<Entry> = planned
-                        .iter()
-                        .map(|p| Entry {
-                            stream: p.stream.clone(),
-                            revision: p.revision,
-                            position: p.position,
-                            effect: p.effect.clone(),
-                            event_type: p.event_type.clone(),
-                        })
-                        .collect();
-                    // The log end moves first: a reader that finds an entry in the index
-                    // must also find its record below the committed end it reads next.
-                    self.shared.log.set_committed_end(self.write_pos);
-                    self.shared.index.apply(&entries, self.write_pos);
-                    for p in planned {
-                        self.recent.insert_keyed(
-                            p.key,
-                            Seen {
-                                stream: p.stream,
-                                revision: p.revision,
-                                position: p.position,
-                            },
-                        );
-                    }
-                    self.shared.publish_end(self.write_pos);
-                    self.shared
-                        .counters
-                        .record_batch(planned_len as u64, requests_in_batch as u64);
-                    if let Some(o) = &self.shared.config.observer {
-                        o.batch_committed(
-                            planned_len as u64,
-                            requests_in_batch as u64,
-                            bytes,
-                            write_time,
-                        );
-                    }
-                }
-                for outcome in outcomes {
-                    outcome.send();
-                }
-            }
-            Err(reason) => {
-                for outcome in outcomes {
-                    outcome.fail(&reason);
-                }
-            }
-        }
-    }
-
-    /// One write and (in durable mode) one fdatasync. On failure the store turns read-only.
-    fn write_batch(&mut self) -> std::result::Result<(), String> {
-        if let Some(reason) = self.shared.poisoned() {
-            return Err(reason);
-        }
-        let durable = self.shared.config.durability == Durability::Fsync;
-        let used = self.write_pos - self.active.base;
-        if used > 0 && used + self.buf.len() as u64 > self.shared.config.segment_size {
-            match self.shared.log.create_segment(self.write_pos, durable) {
-                Ok(seg) => {
-                    tracing::debug!(base = seg.base, path = %seg.path.display(), "rolled over to a new segment");
-                    if let Err(e) = self.shared.index.note_newest_segment(seg.base) {
-                        tracing::error!(error = %e, "could not record the new segment in the index; a later loss of it would go unnoticed at open");
-                    }
-                    self.active = seg;
-                }
-                Err(e) => {
-                    return Err(self
-                        .shared
-                        .poison(format!("creating a new segment failed: {e}")))
-                }
-            }
-        }
-        let offset = self.active.offset_of(self.write_pos);
-        let written = if durable {
-            self.active.file.write_all_at_durable(&self.buf, offset)
-        } else {
-            self.active.file.write_all_at(&self.buf, offset)
-        };
-        if let Err(e) = written {
-            let what = if durable {
-                "durable write (write + fdatasync)"
-            } else {
-                "write"
-            };
-            return Err(self.shared.poison(format!(
-                "{what} of {} bytes to {} at offset {offset} failed: {e}",
-                self.buf.len(),
-                self.active.path.display()
-            )));
-        }
-        self.write_pos += self.buf.len() as u64;
-        // Acknowledge nothing that went into a deleted file.
-        if let Some(reason) = crate::unlinked::check(&self.shared, &self.active, true) {
-            return Err(reason);
-        }
-        Ok(())
     }
 }

@@ -136,7 +136,7 @@ impl Writer {
             .collect();
         for (k, (i, e)) in m.events.iter().enumerate() {
             let id = e.event_id.expect("IDs assigned before the writer");
-            position = self.write_pos + self.buf.len() as u64;
+            position = self.base_pos() + self.buf.len() as u64;
             encode_event(
                 &mut self.buf,
                 &EventRecord {
