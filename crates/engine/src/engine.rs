@@ -30,6 +30,12 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// On a cluster node: the entry log (set once, right after open).
     pub replica: std::sync::OnceLock<crate::replica::EntryLog>,
+    /// On a cluster node: the IDs of events committed since the writer last looked, for its
+    /// recent-ID window (a new leader must recognise retries of what an old one committed).
+    /// Holds at most a window's worth.
+    pub committed_ids: std::sync::Mutex<
+        std::collections::VecDeque<(crate::recent_ids::IdKey, crate::recent_ids::Seen)>,
+    >,
     /// On a cluster node: where the writer sends batches.
     pub proposer: std::sync::RwLock<Option<Arc<dyn crate::replica::Proposer>>>,
 }
@@ -202,6 +208,7 @@ impl Engine {
             end_tx,
             counters: Counters::default(),
             replica,
+            committed_ids: Default::default(),
             proposer: std::sync::RwLock::new(None),
         });
         if let Some(reason) = read_only {

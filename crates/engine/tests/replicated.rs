@@ -116,6 +116,14 @@ fn check(engine: &Engine, model: &[LogEntry], committed: Option<u64>) {
             assert_eq!(r.is_ok(), visible, "{:?}: {r:?}", e.id);
         }
     }
+    if let Some(last) = model.last() {
+        let want = model
+            .iter()
+            .rev()
+            .find(|e| matches!(e.payload, EntryPayload::Membership(_)))
+            .cloned();
+        assert_eq!(engine.last_membership(last.id.index).unwrap(), want);
+    }
     engine.verify().unwrap();
 }
 
@@ -384,4 +392,37 @@ fn appends_go_through_the_proposer() {
         .unwrap();
     assert_eq!(s.events.len(), 11);
     engine.verify().unwrap();
+}
+
+#[test]
+fn a_new_leader_recognises_retries_of_what_an_earlier_leader_committed() {
+    let rt = common::rt();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(open(&a_dir));
+    a.set_proposer(Some(Arc::new(OneNode {
+        engine: Mutex::new(Arc::downgrade(&a)),
+    })));
+    let first = rt
+        .block_on(a.append("a-1", Exp::Any, vec![common::ev(7), common::ev(8)]))
+        .unwrap();
+    // Node b follows: it receives and commits a's entries.
+    let b = Arc::new(open(&b_dir));
+    let entries = a.read_entries(0, 10).unwrap();
+    b.append_entries(&entries).unwrap();
+    b.commit_entries(entries.len() as u64 - 1).unwrap();
+    // Then b leads, and a client retries the append it never heard back about.
+    b.set_proposer(Some(Arc::new(OneNode {
+        engine: Mutex::new(Arc::downgrade(&b)),
+    })));
+    let retry = rt
+        .block_on(b.append("a-1", Exp::Any, vec![common::ev(7), common::ev(8)]))
+        .unwrap();
+    assert!(retry.idempotent_replay, "{retry:?}");
+    assert_eq!(
+        (retry.revision, retry.position),
+        (first.revision, first.position)
+    );
+    assert_eq!(all_events(&b).len(), 2);
+    a.set_proposer(None);
+    b.set_proposer(None);
 }

@@ -20,6 +20,8 @@ pub(crate) struct EntryMap {
     starts: Vec<u64>,
     /// The leader (term, node) of each run of entries, by first index.
     terms: Vec<Term>,
+    /// Indexes of the membership entries (rare: one per configuration change).
+    memberships: Vec<u64>,
 }
 
 impl EntryMap {
@@ -62,10 +64,14 @@ impl EntryMap {
     }
 
     /// Adds the next entry. The caller checks that `id.index` follows the last one.
-    pub(crate) fn push(&mut self, id: EntryId, start: u64) {
+    pub(crate) fn push(&mut self, id: EntryId, start: u64, membership: bool) {
         if self.starts.is_empty() {
             self.first = id.index;
             self.terms.clear();
+            self.memberships.clear();
+        }
+        if membership {
+            self.memberships.push(id.index);
         }
         debug_assert_eq!(id.index, self.first + self.starts.len() as u64);
         if self
@@ -91,6 +97,13 @@ impl EntryMap {
         self.starts.truncate(keep);
         let next = self.first + keep as u64;
         self.terms.retain(|t| t.first_index < next);
+        self.memberships.retain(|&m| m < next);
+    }
+
+    /// The last membership entry at or before `index`.
+    pub(crate) fn last_membership(&self, index: u64) -> Option<u64> {
+        let i = self.memberships.partition_point(|&m| m <= index);
+        i.checked_sub(1).map(|i| self.memberships[i])
     }
 }
 
@@ -111,21 +124,25 @@ mod tests {
         let mut m = EntryMap::default();
         assert_eq!(m.next_index(), None);
         for i in 0..10 {
-            m.push(id(1 + i / 4, i), i * 100);
+            m.push(id(1 + i / 4, i), i * 100, i == 2 || i == 6);
         }
         assert_eq!(m.next_index(), Some(10));
         assert_eq!(m.id(5), Some(id(2, 5)));
         assert_eq!(m.id(10), None);
         assert_eq!(m.end(3, 5000), Some(400));
         assert_eq!(m.end(9, 5000), Some(5000));
+        assert_eq!(m.last_membership(5), Some(2));
+        assert_eq!(m.last_membership(9), Some(6));
+        assert_eq!(m.last_membership(1), None);
         m.truncate_after(Some(4));
+        assert_eq!(m.last_membership(9), Some(2));
         assert_eq!(m.last(), Some(id(2, 4)));
-        m.push(id(7, 5), 500);
+        m.push(id(7, 5), 500, false);
         assert_eq!(m.id(5), Some(id(7, 5)));
         assert_eq!(m.id(4), Some(id(2, 4)));
         m.truncate_after(None);
         assert!(m.is_empty());
-        m.push(id(9, 3), 0);
+        m.push(id(9, 3), 0, false);
         assert_eq!(m.next_index(), Some(4));
         assert_eq!(m.id(3), Some(id(9, 3)));
     }

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::appender::Appender;
 use crate::engine::{Engine, Shared};
 use crate::error::{Error, Result};
+use crate::recent_ids::{IdKey, Seen};
 use crate::record::{check_frame, parse_header, FRAME_OVERHEAD};
 use crate::segment::{Cursor, Step};
 
@@ -154,7 +155,11 @@ impl Engine {
             .write(&self.shared, &buf, false)
             .map_err(|reason| Error::ReadOnly { reason })?;
         for (e, start) in entries.iter().zip(starts) {
-            inner.map.push(e.id, start);
+            inner.map.push(
+                e.id,
+                start,
+                matches!(e.payload, EntryPayload::Membership(_)),
+            );
         }
         Ok(())
     }
@@ -248,6 +253,15 @@ impl Engine {
             out.push(h.into_entry(bytes.slice(total..)));
         }
         Ok(out)
+    }
+
+    /// The last membership entry at or before `index`.
+    pub fn last_membership(&self, index: u64) -> Result<Option<LogEntry>> {
+        let found = self.entry_log()?.lock().map.last_membership(index);
+        match found {
+            Some(m) => Ok(self.read_entries(m, m + 1)?.pop()),
+            None => Ok(None),
+        }
     }
 
     /// Where the body of data entry `index` starts (its header record is before it).
@@ -355,6 +369,7 @@ pub(crate) fn read_committed(data_dir: &std::path::Path) -> Result<Option<EntryI
 fn index_range(shared: &Shared, from: u64, to: u64) -> Result<()> {
     let mut cursor = Cursor::new(&shared.log, to, 4 * 1024 * 1024);
     let mut ready = Vec::new();
+    let mut ids = Vec::new();
     let mut pos = from;
     while pos < to {
         let item = match cursor.at(pos)? {
@@ -368,11 +383,28 @@ fn index_range(shared: &Shared, from: u64, to: u64) -> Result<()> {
                 ready.clear();
             }
         } else {
-            ready.push(crate::recovery::entry_of(&item, &shared.log)?.0);
+            let (entry, id, _) = crate::recovery::entry_of(&item, &shared.log)?;
+            ids.push((
+                IdKey::new(&entry.stream, id),
+                Seen {
+                    stream: entry.stream.clone(),
+                    revision: entry.revision,
+                    position: entry.position,
+                },
+            ));
+            ready.push(entry);
         }
         pos = item.position + (item.payload.len() + FRAME_OVERHEAD) as u64;
     }
     shared.index.apply(&ready, to);
+    let window = shared.config.idempotency_window;
+    let mut committed = shared
+        .committed_ids
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    committed.extend(ids);
+    let excess = committed.len().saturating_sub(window);
+    committed.drain(..excess);
     Ok(())
 }
 

@@ -71,7 +71,7 @@ pub(crate) fn scan(
             Step::Bad(e) => return Err(e.into_error()),
         };
         let h = header_of(log, &item, &map)?;
-        map.push(h.id, pos);
+        map.push(h.id, pos, h.kind == 2);
         pos = item.position + (item.payload.len() + FRAME_OVERHEAD) as u64 + h.body_len;
     }
     if pos != checkpoint {
@@ -143,7 +143,7 @@ pub(crate) fn scan(
             }
             at = next;
         }
-        map.push(h.id, item.position);
+        map.push(h.id, item.position, h.kind == 2);
         pos = body_end;
         complete_end = body_end;
         if in_commit {

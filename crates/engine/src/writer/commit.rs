@@ -7,7 +7,7 @@ impl Writer {
     /// Writes and syncs the batch (or has it replicated), then publishes it and replies.
     pub(super) fn commit(&mut self) {
         let mut outcomes = std::mem::take(&mut self.outcomes);
-        let mut planned = std::mem::take(&mut self.planned);
+        let planned = std::mem::take(&mut self.planned);
         let planned_len = planned.len();
         let requests_in_batch = outcomes.len();
         self.pending.clear();
@@ -44,9 +44,6 @@ impl Writer {
         if !planned.is_empty() {
             if replicated {
                 // The entry log indexed and published the entry when it was committed.
-                for p in &mut planned {
-                    p.position += base;
-                }
                 for o in &mut outcomes {
                     o.place_at(base);
                 }
@@ -68,7 +65,8 @@ impl Writer {
                 self.shared.index.apply(&entries, end);
                 self.shared.publish_end(end);
             }
-            for p in planned {
+            // A cluster node's window learns committed events from the entry log instead.
+            for p in planned.into_iter().filter(|_| !replicated) {
                 self.recent.insert_keyed(
                     p.key,
                     Seen {

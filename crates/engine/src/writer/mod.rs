@@ -165,6 +165,20 @@ impl Writer {
                 },
             };
             self.timestamp = now_ns();
+            if matches!(self.sink, Sink::Replicated) {
+                // What was committed since (this node's batches and, on a former follower,
+                // those of earlier leaders) joins the window before anything is checked.
+                let committed = std::mem::take(
+                    &mut *self
+                        .shared
+                        .committed_ids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
+                for (key, seen) in committed {
+                    self.recent.insert_keyed(key, seen);
+                }
+            }
             if let Plan::Defer(r) = self.plan(first) {
                 // Cannot happen on an empty batch, but stay safe: reply rather than loop.
                 r.reply.send(Err(Error::invalid(

@@ -1,0 +1,35 @@
+//! Replication for Strata: the engine's log as openraft's log, and the engine's index as its
+//! state machine (see `docs/replication.md`). Nothing here knows gRPC; the server supplies
+//! the network.
+//!
+//! - [`types`]: the openraft type configuration and entry conversions.
+//! - [`log_store`]: `RaftLogStorage` over the engine's entry log, with group fsync.
+//! - [`state_machine`]: `RaftStateMachine`: applying indexes committed entries.
+//! - [`proposer`]: the engine writer's path into Raft.
+
+pub mod log_store;
+pub mod proposer;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::LogStore;
+pub use proposer::RaftProposer;
+pub use state_machine::StateMachine;
+pub use types::TypeConfig;
+
+/// A node's Raft handle.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// Raft settings for a Strata node: snapshots are never built and the log never purged (a
+/// lagging node replays the log), elections within a few hundred milliseconds.
+pub fn raft_config(cluster: &str) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: cluster.to_owned(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()
+}
