@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strata/v1/persistent.proto",
         "strata/v1/server.proto",
         "strata/v1/users.proto",
+        "strata/cluster/v1/raft.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

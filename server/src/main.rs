@@ -3,6 +3,7 @@
 mod auth;
 mod budget;
 mod cli;
+mod cluster;
 mod convert;
 mod grpc_errors;
 mod info;
@@ -74,7 +75,15 @@ enum CertsCommand {
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+    // openraft narrates every vote and heartbeat at info: at a plain level name, it speaks
+    // only at warn and above (a directive list such as `info,openraft=debug` overrides it).
+    let quiet = ["trace", "debug", "info"].contains(&level);
+    let directives = if quiet {
+        format!("{level},openraft=warn")
+    } else {
+        level.to_owned()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
         eprintln!("invalid --log-level {level:?}: {e}; using info");
         tracing_subscriber::EnvFilter::new("info")
     });

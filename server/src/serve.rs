@@ -150,6 +150,9 @@ pub struct ServeArgs {
     pub category_from_last: bool,
     #[command(flatten)]
     pub security: crate::auth::mode::SecurityArgs,
+
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -253,6 +256,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         });
 
     let mode = crate::auth::mode::resolve(&args.security, args.listen, args.metrics_listen.0)?;
+    if args.cluster.enabled() {
+        args.cluster.validate()?;
+        if matches!(mode, crate::auth::mode::Mode::Secure { .. }) {
+            return Err("cluster nodes do not serve clients in secure mode yet (user accounts are not yet kept in step on every node): run them with their client listener on loopback or with --insecure; node-to-node traffic has its own mutual TLS (--cluster-tls-*)".into());
+        }
+        config.replicated = true;
+    }
     let admin_password = crate::auth::mode::initial_admin_password(&args.security)?;
     let tls = match &mode {
         crate::auth::mode::Mode::Secure { tls, .. } => Some(tokio_rustls::TlsAcceptor::from(
@@ -380,6 +390,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         recovery_ms = r.duration.as_millis() as u64,
         "store recovered"
     );
+
+    let cluster = if args.cluster.enabled() {
+        Some(
+            crate::cluster::start(&args.cluster, engine.clone(), limits, shutdown_rx.clone())
+                .await?,
+        )
+    } else {
+        None
+    };
 
     // Set when shutdown begins, so the background check lets go of the store.
     let stop_verify = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -561,6 +580,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         );
     }
     drop(groups);
+    if let Some(node) = cluster {
+        node.shutdown().await;
+    }
     if let Some(mut t) = metrics_task {
         if tokio::time::timeout(DRAIN, &mut t).await.is_err() {
             t.abort();

@@ -171,6 +171,8 @@ pub fn from_engine(e: Error) -> Status {
             message.clone(),
             Kind::Unavailable(v1::Unavailable { reason: message }),
         ),
+        // Not transient for this node: the client should go to the leader (named in the text).
+        Error::NotLeader { .. } => Status::failed_precondition(message),
         Error::Corruption { .. } | Error::DataLoss { .. } => with_detail(
             Code::DataLoss,
             message.clone(),

@@ -97,6 +97,10 @@ pub enum Error {
     #[error("the append was not acknowledged by the cluster: {reason}; retry it (its event IDs make a retry safe)")]
     NotAcknowledged { reason: String },
 
+    /// A cluster node that does not lead was asked to write; nothing was written.
+    #[error("this node cannot take writes: {reason}")]
+    NotLeader { reason: String },
+
     /// An operating-system I/O error.
     #[error("I/O error on {}: {source}", path.display())]
     Io {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use strata_engine::replica::{test_body, EntryId, EntryPayload, LogEntry, Proposer};
+use strata_engine::replica::{test_body, EntryId, EntryPayload, LogEntry, Proposer, Refusal};
 use strata_engine::{AllFrom, Direction, Engine, Error, ExpectedRevision as Exp, StreamFrom};
 
 fn config(dir: &tempfile::TempDir) -> strata_engine::Config {
@@ -316,11 +316,21 @@ struct OneNode {
 }
 
 impl Proposer for OneNode {
-    fn propose(&self, body: Bytes) -> Result<u64, String> {
-        let engine = self.engine.lock().unwrap().upgrade().ok_or("closed")?;
+    fn prepare(&self) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn propose(&self, body: Bytes) -> Result<u64, Refusal> {
+        let fail = |e: String| Refusal::NotAcknowledged(e);
+        let engine = self
+            .engine
+            .lock()
+            .unwrap()
+            .upgrade()
+            .ok_or_else(|| fail("closed".into()))?;
         let index = engine
             .last_entry()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| fail(e.to_string()))?
             .map_or(0, |l| l.index + 1);
         let entry = LogEntry {
             id: id(1, index),
@@ -330,7 +340,7 @@ impl Proposer for OneNode {
             .append_entries(&[entry])
             .and_then(|()| engine.sync_entries())
             .and_then(|()| engine.commit_entries(index))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| fail(e.to_string()))?;
         Ok(engine.entry_body_start(index).unwrap().expect("held"))
     }
 }

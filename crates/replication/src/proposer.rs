@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use strata_engine::replica::Proposer;
+use strata_engine::replica::{Proposer, Refusal};
 
 use crate::types::{Batch, TypeConfig};
 use crate::Raft;
@@ -12,6 +13,9 @@ use crate::Raft;
 /// Proposes batches on this node's Raft; only a leader's proposals succeed.
 pub struct RaftProposer {
     raft: Raft,
+    /// The term [`Proposer::prepare`] found this node leading, with everything before it
+    /// applied; a proposal in another term is refused (it was planned against that state).
+    term: std::sync::Mutex<Option<u64>>,
     runtime: tokio::runtime::Handle,
     /// How long a batch may wait for a majority before its appenders are told it was not
     /// acknowledged (it may still commit later; a retry is idempotent).
@@ -22,6 +26,7 @@ impl RaftProposer {
     pub fn new(raft: Raft, runtime: tokio::runtime::Handle, timeout: Duration) -> Self {
         RaftProposer {
             raft,
+            term: std::sync::Mutex::new(None),
             runtime,
             timeout,
         }
@@ -29,21 +34,78 @@ impl RaftProposer {
 }
 
 /// What an appender is told when its batch did not commit.
-fn explain(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> String {
+fn explain(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Refusal {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
-            Some(leader) => format!("this node is not the leader; node {leader} is"),
-            None => {
-                "this node is not the leader, and no leader is known (an election may be under way)"
-                    .into()
-            }
+            Some(leader) => Refusal::NotLeader(match f.leader_node {
+                Some(n) => format!("it is not the leader; node {leader} (peer address {}) is", n.addr),
+                None => format!("it is not the leader; node {leader} is"),
+            }),
+            None => Refusal::NotAcknowledged(
+                "this node is not the leader, and no leader is known (an election may be under way)".into(),
+            ),
         },
-        other => other.to_string(),
+        other => Refusal::NotAcknowledged(other.to_string()),
     }
 }
 
+impl RaftProposer {
+    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+}
+
+/// Whether `m` shows this node leading with an entry of its own term applied (a new leader's
+/// first entry is a blank one: once it is applied, so is everything earlier leaders wrote).
+fn ready(m: &openraft::RaftMetrics<TypeConfig>) -> bool {
+    m.current_leader == Some(m.id)
+        && m.last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term && l.leader_id.node_id == m.id)
+}
+
 impl Proposer for RaftProposer {
-    fn propose(&self, body: Bytes) -> Result<u64, String> {
+    fn prepare(&self) -> Result<(), Refusal> {
+        let m = self.metrics();
+        if m.current_leader != Some(m.id) {
+            return Err(match m.current_leader {
+                Some(leader) => {
+                    Refusal::NotLeader(format!("it is not the leader; node {leader} is"))
+                }
+                None => Refusal::NotAcknowledged(
+                    "no leader is known (an election may be under way)".into(),
+                ),
+            });
+        }
+        let m = if ready(&m) {
+            m
+        } else {
+            let term = m.current_term;
+            let waiter = self.raft.wait(Some(self.timeout));
+            let wait = waiter.metrics(
+                move |m| ready(m) || m.current_term != term,
+                "a new leader applies its predecessors' entries",
+            );
+            self.runtime.block_on(wait).map_err(|e| {
+                Refusal::NotAcknowledged(format!(
+                    "this node was elected but has not yet applied the entries of earlier leaders: {e}"
+                ))
+            })?
+        };
+        if !ready(&m) {
+            return Err(Refusal::NotAcknowledged("leadership changed; retry".into()));
+        }
+        *self.term.lock().unwrap_or_else(|p| p.into_inner()) = Some(m.current_term);
+        Ok(())
+    }
+
+    fn propose(&self, body: Bytes) -> Result<u64, Refusal> {
+        let prepared = *self.term.lock().unwrap_or_else(|p| p.into_inner());
+        let m = self.metrics();
+        if prepared != Some(m.current_term) || !ready(&m) {
+            return Err(Refusal::NotAcknowledged(
+                "leadership changed while the batch was being prepared; retry".into(),
+            ));
+        }
         let write = self.raft.client_write(Batch(body));
         match self
             .runtime
@@ -51,10 +113,10 @@ impl Proposer for RaftProposer {
         {
             Ok(Ok(r)) => Ok(r.data),
             Ok(Err(e)) => Err(explain(e)),
-            Err(_) => Err(format!(
+            Err(_) => Err(Refusal::NotAcknowledged(format!(
                 "no majority acknowledged the batch within {} ms (the cluster may have lost its quorum)",
                 self.timeout.as_millis()
-            )),
+            ))),
         }
     }
 }

@@ -125,6 +125,7 @@ pub(super) fn batch_error(e: Error) -> grpc_rpc::Status {
                 },
             )),
         ),
+        Error::NotLeader { .. } => (grpc_rpc::Code::FailedPrecondition, None),
         Error::ReadOnly { .. } | Error::NotAcknowledged { .. } | Error::Closed => {
             (grpc_rpc::Code::Unavailable, None)
         }

@@ -40,6 +40,23 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The server configuration: HTTP/2 only (gRPC), or HTTP/1.1 for the metrics endpoint.
 pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
+    build(files, alpn, false)
+}
+
+/// The configuration of a listener for peers (mutual TLS): every client must present a
+/// certificate that chains to `files.ca`.
+pub fn peer_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+    if files.ca.is_none() {
+        return Err("mutual TLS needs a CA to check peers' certificates against".into());
+    }
+    build(files, &[b"h2"], true)
+}
+
+fn build(
+    files: &TlsFiles,
+    alpn: &[&[u8]],
+    require_client: bool,
+) -> Result<Arc<ServerConfig>, String> {
     let chain = certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
         format!(
@@ -62,13 +79,17 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfi
                     )
                 })?;
             }
-            // Client certificates are optional: clients may log in with a password instead.
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| {
-                    format!("client certificate verification with {}: {e}", ca.display())
-                })?;
+            // Client certificates are optional (clients may log in with a password instead),
+            // except from peers.
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = if require_client {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| {
+                format!("client certificate verification with {}: {e}", ca.display())
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

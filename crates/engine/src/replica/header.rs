@@ -92,6 +92,26 @@ impl LogEntry {
     }
 }
 
+impl LogEntry {
+    /// The entry from its encoded form ([`LogEntry::encode`]), as a peer sends it: the header
+    /// record is checked here, a data body when it is appended.
+    pub fn decode(bytes: Bytes) -> Result<LogEntry, String> {
+        let (payload, total) =
+            crate::record::check_frame(&bytes).map_err(|e| format!("entry header: {e:?}"))?;
+        let h = parse_entry_header(&bytes, payload).map_err(|e| format!("entry header: {e:?}"))?;
+        let body = bytes.slice(total..);
+        if body.len() as u64 != h.body_len {
+            return Err(format!(
+                "entry {} has a body of {} bytes, but its header says {}",
+                h.id.index,
+                body.len(),
+                h.body_len
+            ));
+        }
+        Ok(h.into_entry(body))
+    }
+}
+
 /// A decoded entry header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryHeader {
@@ -180,6 +200,8 @@ mod tests {
         assert_eq!(total as u64 + h.body_len, e.encoded_len());
         let body = block.slice(total..);
         assert_eq!(h.into_entry(body), e);
+        assert_eq!(LogEntry::decode(block.clone()).unwrap(), e);
+        assert!(LogEntry::decode(block.slice(..block.len() - 1)).is_err());
     }
 
     #[test]

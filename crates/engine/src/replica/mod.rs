@@ -29,13 +29,38 @@ use crate::segment::{Cursor, Step};
 pub use header::{EntryId, EntryPayload, LogEntry};
 pub(crate) use map::EntryMap;
 
+/// Why a proposed batch was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// This node cannot take writes: another node leads (the text says which). Nothing was
+    /// written; the appends should go to the leader.
+    NotLeader(String),
+    /// The batch may or may not commit later (no leader known, leadership lost, no quorum
+    /// within the timeout): a retry, with the same event IDs, is safe.
+    NotAcknowledged(String),
+}
+
+impl Refusal {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Refusal::NotLeader(reason) => Error::NotLeader { reason },
+            Refusal::NotAcknowledged(reason) => Error::NotAcknowledged { reason },
+        }
+    }
+}
+
 /// Gets a writer batch committed by the cluster.
 pub trait Proposer: Send + Sync {
+    /// Called before the writer plans a batch (checks expected revisions against the
+    /// index): returns once this node leads and has applied every entry of earlier leaders,
+    /// so that the index it plans against is the whole committed history. A refusal is the
+    /// answer to the request that would start the batch.
+    fn prepare(&self) -> std::result::Result<(), Refusal>;
+
     /// Replicates `body` (a writer batch: framed event records) as one data entry. Returns
     /// once the entry is committed and applied on this node, with the log position where its
-    /// body starts; an error says why it was not acknowledged (it may still commit later).
-    /// Called on the writer thread, one batch at a time; may block.
-    fn propose(&self, body: Bytes) -> std::result::Result<u64, String>;
+    /// body starts. Called on the writer thread, one batch at a time; may block.
+    fn propose(&self, body: Bytes) -> std::result::Result<u64, Refusal>;
 }
 
 /// Records are re-indexed in runs of about this many events.
@@ -370,6 +395,7 @@ fn index_range(shared: &Shared, from: u64, to: u64) -> Result<()> {
     let mut cursor = Cursor::new(&shared.log, to, 4 * 1024 * 1024);
     let mut ready = Vec::new();
     let mut ids = Vec::new();
+    let mut next_revision: std::collections::HashMap<Arc<str>, u64> = Default::default();
     let mut pos = from;
     while pos < to {
         let item = match cursor.at(pos)? {
@@ -384,6 +410,26 @@ fn index_range(shared: &Shared, from: u64, to: u64) -> Result<()> {
             }
         } else {
             let (entry, id, _) = crate::recovery::entry_of(&item, &shared.log)?;
+            // Each event must be its stream's next revision. A batch planned against a stale
+            // index would break this; stop rather than index two events at one revision.
+            let next = match next_revision.get(&entry.stream) {
+                Some(n) => *n,
+                None => shared
+                    .index
+                    .with_stream(&entry.stream, |st| st.and_then(|st| st.last_revision))
+                    .map_or(0, |r| r + 1),
+            };
+            if entry.revision != next {
+                return Err(Error::Corruption {
+                    file: shared.log.dir.clone(),
+                    offset: item.position,
+                    reason: format!(
+                        "the committed event at log position {} is revision {} of '{}', but the stream's next revision is {next}",
+                        item.position, entry.revision, entry.stream
+                    ),
+                });
+            }
+            next_revision.insert(entry.stream.clone(), next + 1);
             ids.push((
                 IdKey::new(&entry.stream, id),
                 Seen {

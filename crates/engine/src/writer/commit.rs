@@ -2,6 +2,7 @@
 //! cluster; then publishing it and answering its requests.
 
 use super::*;
+use crate::replica::Refusal;
 
 impl Writer {
     /// Writes and syncs the batch (or has it replicated), then publishes it and replies.
@@ -20,23 +21,28 @@ impl Writer {
         } else if replicated {
             self.propose()
         } else {
-            self.write_batch().map(|()| 0)
+            self.write_batch()
+                .map(|()| 0)
+                .map_err(Refusal::NotAcknowledged)
         };
         let write_time = started.elapsed();
         self.buf.clear();
         let base = match result {
             Ok(base) => base,
-            Err(reason) => {
+            Err(refusal) => {
+                let err = move || match &refusal {
+                    Refusal::NotLeader(reason) => Error::NotLeader {
+                        reason: reason.clone(),
+                    },
+                    Refusal::NotAcknowledged(reason) if replicated => Error::NotAcknowledged {
+                        reason: reason.clone(),
+                    },
+                    Refusal::NotAcknowledged(reason) => Error::ReadOnly {
+                        reason: reason.clone(),
+                    },
+                };
                 for outcome in outcomes {
-                    if replicated {
-                        outcome.fail(|| Error::NotAcknowledged {
-                            reason: reason.clone(),
-                        });
-                    } else {
-                        outcome.fail(|| Error::ReadOnly {
-                            reason: reason.clone(),
-                        });
-                    }
+                    outcome.fail(&err);
                 }
                 return;
             }
@@ -95,9 +101,11 @@ impl Writer {
 
     /// Hands the batch to the replication layer as one data entry and waits until it is
     /// committed and indexed; returns where its body starts in the log.
-    fn propose(&mut self) -> std::result::Result<u64, String> {
+    fn propose(&mut self) -> std::result::Result<u64, Refusal> {
         let Some(proposer) = self.shared.proposer() else {
-            return Err("this node has no leader to write through yet".into());
+            return Err(Refusal::NotAcknowledged(
+                "this node is not connected to its cluster yet".into(),
+            ));
         };
         let body = bytes::Bytes::copy_from_slice(&self.buf);
         proposer.propose(body)

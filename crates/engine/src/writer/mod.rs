@@ -66,6 +66,19 @@ pub(crate) struct Request {
     pub reply: Reply,
 }
 
+impl Request {
+    /// Answers the request with why the cluster would not take it.
+    fn reply_refused(self, refusal: crate::replica::Refusal) {
+        let err = refusal.into_error();
+        match self.op {
+            Op::Multi(m) => {
+                let _ = m.reply.send(Err(err));
+            }
+            _ => self.reply.send(Err(err)),
+        }
+    }
+}
+
 /// What the batch so far has done to a stream.
 #[derive(Clone)]
 struct Pending {
@@ -166,6 +179,17 @@ impl Writer {
             };
             self.timestamp = now_ns();
             if matches!(self.sink, Sink::Replicated) {
+                // Plan only as a leader that has applied all its predecessors committed.
+                let ready = match self.shared.proposer() {
+                    Some(p) => p.prepare(),
+                    None => Err(crate::replica::Refusal::NotAcknowledged(
+                        "this node is not connected to its cluster yet".into(),
+                    )),
+                };
+                if let Err(refusal) = ready {
+                    first.reply_refused(refusal);
+                    continue;
+                }
                 // What was committed since (this node's batches and, on a former follower,
                 // those of earlier leaders) joins the window before anything is checked.
                 let committed = std::mem::take(

@@ -62,7 +62,7 @@ impl Outcome {
         }
     }
 
-    pub(super) fn fail(self, err: impl Fn() -> Error) {
+    pub(super) fn fail(self, err: &impl Fn() -> Error) {
         match self {
             Outcome::Reply(reply, r) => reply.send(r.and(Err(err()))),
             Outcome::Multi(tx, r) => {

@@ -1,0 +1,155 @@
+//! Sending Raft messages to peers over gRPC (openraft's network).
+
+use std::time::Duration;
+
+use openraft::error::{RPCError, StreamingError, Unreachable};
+use openraft::impls::BasicNode;
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use strata_proto::cluster::raft_client::RaftClient;
+use strata_replication::types::Vote;
+use strata_replication::TypeConfig;
+use tonic::transport::{Channel, Endpoint};
+
+use super::wire;
+
+/// Makes a connection per peer, from the address in the membership.
+#[derive(Clone)]
+pub struct Network {
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+pub struct Peer {
+    target: u64,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::new(&std::io::Error::other(e.to_string()))
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = Endpoint::from_shared(format!("{scheme}://{}", node.addr))
+            .map_err(|e| format!("node {target}'s address {}: {e}", node.addr))
+            .and_then(|ep| match &self.tls {
+                Some(tls) => ep.tls_config(tls.clone()).map_err(|e| e.to_string()),
+                None => Ok(ep),
+            })
+            .map(|ep| {
+                RaftClient::new(
+                    ep.connect_timeout(Duration::from_secs(2))
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                )
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024)
+            });
+        Peer { target, client }
+    }
+}
+
+impl Peer {
+    fn client(&self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+        self.client.clone().map_err(unreachable)
+    }
+
+    async fn vote_rpc(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        pre_vote: bool,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request =
+            serde_json::to_vec(&rpc).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let mut req = tonic::Request::new(strata_proto::cluster::VoteRequest {
+            request: request.into(),
+            pre_vote,
+        });
+        req.set_timeout(option.hard_ttl());
+        let reply = self
+            .client()?
+            .vote(req)
+            .await
+            .map_err(|s| RPCError::Unreachable(unreachable(s.message())))?
+            .into_inner();
+        match wire::decode_reply::<VoteResponse<TypeConfig>, openraft::error::RaftError<TypeConfig>>(
+            &reply,
+        ) {
+            Ok(Ok(v)) => Ok(v),
+            // The peer's Raft has stopped: as good as unreachable.
+            Ok(Err(e)) => Err(RPCError::Unreachable(unreachable(format!(
+                "node {}: {e}",
+                self.target
+            )))),
+            Err(e) => Err(RPCError::Unreachable(unreachable(e))),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = wire::encode_append(rpc).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let mut req = tonic::Request::new(body);
+        req.set_timeout(option.hard_ttl());
+        let reply = self
+            .client()?
+            .append(req)
+            .await
+            .map_err(|s| RPCError::Unreachable(unreachable(s.message())))?
+            .into_inner();
+        match wire::decode_reply::<
+            AppendEntriesResponse<TypeConfig>,
+            openraft::error::RaftError<TypeConfig>,
+        >(&reply)
+        {
+            Ok(Ok(v)) => Ok(v),
+            // The peer's Raft has stopped: as good as unreachable.
+            Ok(Err(e)) => Err(RPCError::Unreachable(unreachable(format!(
+                "node {}: {e}",
+                self.target
+            )))),
+            Err(e) => Err(RPCError::Unreachable(unreachable(e))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.vote_rpc(rpc, false, option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.vote_rpc(rpc, true, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        _vote: Vote,
+        _snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>,
+        _cancel: impl std::future::Future<Output = openraft::error::ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        // Never asked for: snapshots are not built (nodes catch up by replaying the log).
+        Err(StreamingError::Unreachable(unreachable(
+            "snapshots are not supported yet; nodes catch up by replaying the log",
+        )))
+    }
+}
