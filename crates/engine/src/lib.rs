@@ -12,6 +12,7 @@
 //! - `multi`: multi-stream atomic appends (their types and validation).
 //! - `reader`: stream reads (via the index) and `$all` reads (via the segments); `reads`: the
 //!   public read operations on [`Engine`].
+//! - `flusher`: the thread that moves index entries to sled and watches segment files.
 //! - `recovery`: opening a log, re-indexing after the checkpoint, cutting a torn tail.
 //! - `segment`: segment files, headers, and the buffered record cursor.
 //! - `record`: record framing (length + CRC32) and the event encoding.
@@ -27,6 +28,7 @@ pub mod derived;
 pub mod engine;
 pub mod error;
 pub mod filter;
+mod flusher;
 mod index;
 pub mod indexed;
 pub mod io;

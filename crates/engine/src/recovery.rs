@@ -18,9 +18,61 @@ use crate::record::{check_frame, parse_header, stream_of, type_of, EVENT_FIXED, 
 use crate::segment::{self, check_header, Cursor, Log, Segment, Step, HEADER_LEN};
 
 /// Block size for the recovery scan.
-const SCAN_CHUNK: usize = 4 * 1024 * 1024;
+pub(crate) const SCAN_CHUNK: usize = 4 * 1024 * 1024;
 /// Index entries applied per call while re-indexing.
-const APPLY_BATCH: usize = 64 * 1024;
+pub(crate) const APPLY_BATCH: usize = 64 * 1024;
+
+/// Re-indexing what follows the checkpoint at open: events go into the recent-ID window and,
+/// in runs of about [`APPLY_BATCH`] that end where an append (or entry) is complete, into the
+/// index.
+pub(crate) struct Reindex<'a> {
+    index: &'a Index,
+    recent: RecentIds,
+    ready: Vec<Entry>,
+    reindexed: u64,
+}
+
+impl<'a> Reindex<'a> {
+    pub(crate) fn new(index: &'a Index, window: usize) -> Self {
+        Reindex {
+            index,
+            recent: RecentIds::new(window),
+            ready: Vec::with_capacity(APPLY_BATCH),
+            reindexed: 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, entry: Entry, id: uuid::Uuid) {
+        self.recent.insert(
+            id,
+            Seen {
+                stream: entry.stream.clone(),
+                revision: entry.revision,
+                position: entry.position,
+            },
+        );
+        self.ready.push(entry);
+    }
+
+    /// Everything added so far is complete up to `end`.
+    pub(crate) fn complete(&mut self, end: u64) {
+        if self.ready.len() >= APPLY_BATCH {
+            self.flush(end);
+        }
+    }
+
+    fn flush(&mut self, end: u64) {
+        self.reindexed += self.ready.len() as u64;
+        self.index.apply(&self.ready, end);
+        self.ready.clear();
+    }
+
+    /// Applies the rest, complete up to `end`.
+    pub(crate) fn finish(mut self, end: u64) -> (RecentIds, u64) {
+        self.flush(end);
+        (self.recent, self.reindexed)
+    }
+}
 
 /// What opening the store found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -437,10 +489,8 @@ fn scan_single(
     window: usize,
 ) -> Result<Scan> {
     let mut pos = from;
-    let mut recent = RecentIds::new(window);
-    let mut reindexed = 0u64;
+    let mut reindex = Reindex::new(index, window);
     let mut append: Vec<(Entry, uuid::Uuid)> = Vec::new();
-    let mut ready: Vec<Entry> = Vec::with_capacity(APPLY_BATCH);
     let mut complete_end = pos;
     let mut cursor = Cursor::new(log, physical_end, SCAN_CHUNK);
     let mut damage: Option<segment::ScanError> = None;
@@ -457,29 +507,15 @@ fn scan_single(
                 append.push((entry, id));
                 if commit {
                     for (entry, id) in append.drain(..) {
-                        recent.insert(
-                            id,
-                            Seen {
-                                stream: entry.stream.clone(),
-                                revision: entry.revision,
-                                position: entry.position,
-                            },
-                        );
-                        ready.push(entry);
+                        reindex.add(entry, id);
                     }
                     complete_end = pos;
-                    if ready.len() >= APPLY_BATCH {
-                        reindexed += ready.len() as u64;
-                        index.apply(&ready, complete_end);
-                        ready.clear();
-                    }
+                    reindex.complete(complete_end);
                 }
             }
         }
     }
-    reindexed += ready.len() as u64;
-    index.apply(&ready, complete_end);
-    drop(ready);
+    let (recent, reindexed) = reindex.finish(complete_end);
 
     Ok(Scan {
         recent,

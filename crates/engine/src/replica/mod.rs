@@ -63,9 +63,6 @@ pub trait Proposer: Send + Sync {
     fn propose(&self, body: Bytes) -> std::result::Result<u64, Refusal>;
 }
 
-/// Records are re-indexed in runs of about this many events.
-const APPLY_BATCH: usize = 64 * 1024;
-
 /// The entry log: the end of the log and the entry map, behind one lock so that appends,
 /// truncations, commits and entry reads happen in the order they are called.
 pub(crate) struct EntryLog {
@@ -392,7 +389,7 @@ pub(crate) fn read_committed(data_dir: &std::path::Path) -> Result<Option<EntryI
 
 /// Indexes the event records in `[from, to)` (whole entries), skipping entry headers.
 fn index_range(shared: &Shared, from: u64, to: u64) -> Result<()> {
-    let mut cursor = Cursor::new(&shared.log, to, 4 * 1024 * 1024);
+    let mut cursor = Cursor::new(&shared.log, to, crate::recovery::SCAN_CHUNK);
     let mut ready = Vec::new();
     let mut ids = Vec::new();
     let mut next_revision: std::collections::HashMap<Arc<str>, u64> = Default::default();
@@ -404,7 +401,7 @@ fn index_range(shared: &Shared, from: u64, to: u64) -> Result<()> {
             Step::Bad(e) => return Err(e.into_error()),
         };
         if header::is_entry_header(&item.block[item.payload.clone()]) {
-            if ready.len() >= APPLY_BATCH {
+            if ready.len() >= crate::recovery::APPLY_BATCH {
                 shared.index.apply(&ready, item.position);
                 ready.clear();
             }

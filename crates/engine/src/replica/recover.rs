@@ -11,13 +11,9 @@ use super::header::{is_entry_header, parse_entry_header};
 use super::map::EntryMap;
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::recent_ids::{RecentIds, Seen};
 use crate::record::{FrameError, FRAME_OVERHEAD};
-use crate::recovery::{entry_of, Scan};
+use crate::recovery::{entry_of, Reindex, Scan, SCAN_CHUNK};
 use crate::segment::{Cursor, Item, Log, ScanError, Step};
-
-const SCAN_CHUNK: usize = 4 * 1024 * 1024;
-const APPLY_BATCH: usize = 64 * 1024;
 
 fn not_an_entry(log: &Log, position: u64, what: &str) -> Error {
     Error::Corruption {
@@ -87,9 +83,7 @@ pub(crate) fn scan(
     let committed = saved_committed.max(indexed);
 
     // 2. After it: every record, entry by entry.
-    let mut recent = RecentIds::new(window);
-    let mut ready = Vec::with_capacity(APPLY_BATCH);
-    let mut reindexed = 0u64;
+    let mut reindex = Reindex::new(index, window);
     let (mut complete_end, mut visible_end) = (pos, pos);
     let mut cursor = Cursor::new(log, physical_end, SCAN_CHUNK);
     let mut damage: Option<ScanError> = None;
@@ -148,26 +142,13 @@ pub(crate) fn scan(
         complete_end = body_end;
         if in_commit {
             for (entry, id, _) in events {
-                recent.insert(
-                    id,
-                    Seen {
-                        stream: entry.stream.clone(),
-                        revision: entry.revision,
-                        position: entry.position,
-                    },
-                );
-                ready.push(entry);
+                reindex.add(entry, id);
             }
             visible_end = body_end;
-            if ready.len() >= APPLY_BATCH {
-                reindexed += ready.len() as u64;
-                index.apply(&ready, visible_end);
-                ready.clear();
-            }
+            reindex.complete(visible_end);
         }
     }
-    reindexed += ready.len() as u64;
-    index.apply(&ready, visible_end);
+    let (recent, reindexed) = reindex.finish(visible_end);
     let committed = committed.min(map.last().map(|l| l.index));
     Ok(Scan {
         recent,
