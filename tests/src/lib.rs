@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+pub mod cluster;
+pub mod history;
+pub mod netns;
 pub mod secure;
 
 /// A two-worker runtime for tests that drive the server from async code.
@@ -202,6 +205,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     extra: Vec<String>,
+    /// The network namespace it runs in (see [`netns`]), if not the test's own.
+    netns: Option<String>,
     logs: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -214,8 +219,16 @@ impl Server {
 
     /// Starts a server listening on `listen`.
     pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
-        Self::try_start_on(dir, listen, extra, &[]).unwrap_or_else(|log| {
+        Self::try_start_on(dir, listen, extra, &[], None).unwrap_or_else(|log| {
             panic!("strata serve did not start; its log:\n{log}");
+        })
+    }
+
+    /// Starts a server listening on `listen` inside the network namespace `netns` (made by
+    /// [`netns::Lab`]); restarts stay in it.
+    pub fn start_in_netns(dir: &Path, listen: &str, extra: &[&str], netns: &str) -> Server {
+        Self::try_start_on(dir, listen, extra, &[], Some(netns)).unwrap_or_else(|log| {
+            panic!("strata serve did not start in {netns}; its log:\n{log}");
         })
     }
 
@@ -227,6 +240,7 @@ impl Server {
             "127.0.0.1:0",
             extra,
             &[(libc::RLIMIT_FSIZE, max_file_bytes)],
+            None,
         )
         .unwrap_or_else(|log| {
             panic!("strata serve did not start; its log:\n{log}");
@@ -236,10 +250,16 @@ impl Server {
     /// Starts a server that may hold at most `max_fds` file descriptors (`RLIMIT_NOFILE`, soft
     /// and hard, so the server cannot raise it).
     pub fn start_with_fd_limit(dir: &Path, extra: &[&str], max_fds: u64) -> Server {
-        Self::try_start_on(dir, "127.0.0.1:0", extra, &[(libc::RLIMIT_NOFILE, max_fds)])
-            .unwrap_or_else(|log| {
-                panic!("strata serve did not start; its log:\n{log}");
-            })
+        Self::try_start_on(
+            dir,
+            "127.0.0.1:0",
+            extra,
+            &[(libc::RLIMIT_NOFILE, max_fds)],
+            None,
+        )
+        .unwrap_or_else(|log| {
+            panic!("strata serve did not start; its log:\n{log}");
+        })
     }
 
     /// Starts a server listening on `listen`, or returns the log of the one that did not start.
@@ -248,6 +268,7 @@ impl Server {
         listen: &str,
         extra: &[&str],
         rlimits: &[(libc::__rlimit_resource_t, u64)],
+        netns: Option<&str>,
     ) -> Result<Server, String> {
         let mut cmd = Command::new(strata_bin());
         cmd.args(["serve", "--data-dir"])
@@ -257,12 +278,24 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if !rlimits.is_empty() {
+        // The namespace is opened here and entered in the child before exec.
+        let ns_file = netns.map(|name| {
+            std::fs::File::open(format!("/var/run/netns/{name}"))
+                .unwrap_or_else(|e| panic!("network namespace {name}: {e}"))
+        });
+        if !rlimits.is_empty() || ns_file.is_some() {
+            use std::os::fd::AsRawFd;
             use std::os::unix::process::CommandExt;
             let rlimits = rlimits.to_vec();
+            let ns_fd = ns_file.as_ref().map(|f| f.as_raw_fd());
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
+                    if let Some(fd) = ns_fd {
+                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                     for (resource, limit) in &rlimits {
                         let lim = libc::rlimit {
                             rlim_cur: *limit as libc::rlim_t,
@@ -278,6 +311,7 @@ impl Server {
             }
         }
         let mut child = cmd.spawn().expect("spawn strata serve");
+        drop(ns_file);
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -312,6 +346,7 @@ impl Server {
             addr,
             dir: dir.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: netns.map(str::to_owned),
             logs,
             reader: Some(reader),
         })
@@ -490,7 +525,13 @@ impl Server {
         // port); wait for it rather than fail.
         let mut tries = 0;
         let next = loop {
-            match Server::try_start_on(&self.dir, &self.addr.to_string(), &extra, &[]) {
+            match Server::try_start_on(
+                &self.dir,
+                &self.addr.to_string(),
+                &extra,
+                &[],
+                self.netns.as_deref(),
+            ) {
                 Ok(server) => break server,
                 Err(log) if log.contains("in use") && tries < 50 => {
                     tries += 1;

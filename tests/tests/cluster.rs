@@ -1,21 +1,22 @@
 //! Three `strata serve` processes as a cluster on their own loopback addresses (127.0.0.x):
 //! 64 writers append through whichever node leads while the leader is killed with SIGKILL;
-//! the killed node restarts and catches up. Afterwards every node holds every acknowledged
-//! event exactly once, at the position it was acknowledged with, in the same order, and a
-//! subscription started on one node from a position continues on another. With mutual TLS,
-//! a peer without a certificate from the cluster CA is refused.
+//! the killed node restarts and catches up, then a follower loses its data directory and
+//! catches up from nothing. Afterwards the history checker finds every acknowledged event
+//! exactly once, at the position it was acknowledged with, in real-time order, on every node;
+//! a subscription started on one node from a position continues on another; and the stopped
+//! nodes' logs are identical byte for byte. With mutual TLS, a peer without a certificate from
+//! the cluster CA is refused. (Partitions: `cluster_partitions.rs`.)
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
-use strata_client::{
-    Client, EventData, ExpectedRevision, ReadOptions, SubscribeFrom, SubscriptionMessage,
-};
+use futures::StreamExt;
+use strata_client::{Client, EventData, ExpectedRevision, SubscribeFrom, SubscriptionMessage};
+use strata_tests::cluster::{append_recorded, assert_identical_logs, converged, event, log_tails};
+use strata_tests::history::{History, Outcome};
 use strata_tests::{rt, Server};
-use uuid::Uuid;
 
 /// A free port on `ip` (bound and released: the cluster listeners need known addresses).
 fn free_port(ip: &str) -> u16 {
@@ -92,104 +93,64 @@ async fn clients(c: &Cluster) -> HashMap<u64, Client> {
     out
 }
 
-/// Appends `event` to `stream` through whichever node accepts it, retrying (same event ID)
-/// while no leader acknowledges; returns the acknowledged (revision, position).
-async fn append_anywhere(
-    clients: &Arc<Mutex<HashMap<u64, Client>>>,
-    stream: &str,
-    event: EventData,
-    deadline: Instant,
-) -> Result<(u64, u64), String> {
-    let mut last = String::new();
-    loop {
-        let all: Vec<Client> = clients.lock().unwrap().values().cloned().collect();
-        for c in all {
-            match c
-                .append(stream, ExpectedRevision::Any, vec![event.clone()])
-                .await
-            {
-                Ok(r) => return Ok((r.revision, r.position)),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-type Seen = Vec<(String, u64, u64, Uuid)>;
-
-async fn all_events(c: &Client) -> Seen {
-    c.read_all(ReadOptions::default())
-        .await
-        .unwrap()
-        .map_ok(|e| (e.stream, e.revision, e.position, e.id))
-        .try_collect()
-        .await
-        .unwrap()
-}
-
 #[test]
-fn writers_keep_going_through_a_leader_kill_and_every_node_ends_identical() {
+fn writers_keep_going_through_a_leader_kill_and_a_wiped_node_and_every_node_ends_identical() {
     rt().block_on(async {
         let started = Instant::now();
         let mut cluster = start_cluster(20, |_| vec!["--durability".into(), "fsync".into()]);
         eprintln!("cluster started in {:?}", started.elapsed());
         let clients = Arc::new(Mutex::new(clients(&cluster).await));
-        let acked: Arc<Mutex<Seen>> = Arc::default();
+        let history = Arc::new(History::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for w in 0..64u64 {
-            let (clients, acked, stop) = (clients.clone(), acked.clone(), stop.clone());
+            let (clients, history, stop) = (clients.clone(), history.clone(), stop.clone());
             writers.push(tokio::spawn(async move {
                 let stream = format!("w-{w}");
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let id = Uuid::from_u64_pair(w + 1, n);
-                    let event = EventData::json("Written", &serde_json::json!({ "w": w, "n": n }))
-                        .unwrap()
-                        .id(id);
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    let (rev, pos) = append_anywhere(&clients, &stream, event, deadline)
-                        .await
-                        .unwrap_or_else(|e| panic!("writer {w}: event {n} not acknowledged within 30 s; last error: {e}"));
-                    acked.lock().unwrap().push((stream.clone(), rev, pos, id));
+                    let nodes: Vec<(u64, Client)> = clients.lock().unwrap().iter().map(|(id, c)| (*id, c.clone())).collect();
+                    let outcome = append_recorded(&history, &nodes, &stream, ExpectedRevision::Any, event(w, n), Duration::from_secs(30)).await;
+                    if let Outcome::Unknown(e) = outcome {
+                        panic!("writer {w}: event {n} not acknowledged within 30 s; last error: {e}");
+                    }
                     n += 1;
                 }
             }));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         // Kill whichever node leads now.
-        let leader = {
-            let probe = clients.lock().unwrap().clone();
-            let mut leader = None;
-            for (id, c) in &probe {
-                if c.append("probe", ExpectedRevision::Any, vec![EventData::binary("P", vec![])]).await.is_ok() {
-                    leader = Some(*id);
-                }
-            }
-            leader.expect("a leader")
-        };
-        let before = acked.lock().unwrap().len();
+        let leader = leader_of(&clients).await;
+        let before = history.acked();
+        let killed_at = history.now();
         cluster.nodes.get_mut(&leader).unwrap().kill();
         clients.lock().unwrap().remove(&leader);
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let after_kill = acked.lock().unwrap().len();
+        let after_kill = history.acked();
         if after_kill == before {
-            for (id, n) in &cluster.nodes {
-                let logs = n.logs();
-                let tail: Vec<&str> = logs.lines().rev().take(15).collect();
-                eprintln!("--- node {id}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-            }
-            panic!("no append was acknowledged within 3 s after the leader (node {leader}) was killed");
+            panic!("no append was acknowledged within 3 s after the leader (node {leader}) was killed\n{}",
+                log_tails(cluster.nodes.iter().map(|(id, n)| (*id, n)), 15));
         }
+        assert_eq!(history.acked_by_since(leader, killed_at), 0, "the killed node acknowledged appends");
         // It comes back, and writers go on.
         let node = cluster.nodes.get_mut(&leader).unwrap();
         node.restart();
         let c = client_of(node).await;
         clients.lock().unwrap().insert(leader, c);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // A follower (not the one that initialised the cluster) loses its disk: it comes back
+        // empty and catches up from the leader's log while the writers go on.
+        let leader = leader_of(&clients).await;
+        let wiped = (2..=3).find(|&n| n != leader).unwrap();
+        let node = cluster.nodes.get_mut(&wiped).unwrap();
+        node.kill();
+        clients.lock().unwrap().remove(&wiped);
+        std::fs::remove_dir_all(&node.dir).unwrap();
+        std::fs::create_dir(&node.dir).unwrap();
+        node.restart();
+        let c = client_of(node).await;
+        clients.lock().unwrap().insert(wiped, c);
         tokio::time::sleep(Duration::from_secs(1)).await;
         stop.store(true, Ordering::Relaxed);
         for w in writers {
@@ -197,39 +158,18 @@ fn writers_keep_going_through_a_leader_kill_and_every_node_ends_identical() {
         }
 
         eprintln!("writers stopped at {:?}", started.elapsed());
-        // Every node converges on the same events.
+        // Every node converges on the same events, which hold every acknowledged append once,
+        // where and in the order it was acknowledged.
         let clients = clients.lock().unwrap().clone();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let reference = loop {
-            let mut views = Vec::new();
-            for id in 1..=3 {
-                views.push(all_events(&clients[&id]).await);
-            }
-            if views.windows(2).all(|w| w[0] == w[1]) {
-                break views.pop().unwrap();
-            }
-            assert!(Instant::now() < deadline, "nodes did not converge within 30 s: {} / {} / {} events",
-                views[0].len(), views[1].len(), views[2].len());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        let acked = acked.lock().unwrap().clone();
-        // Exactly once, where it was acknowledged; dense revisions per stream; log order.
-        let ids: HashSet<Uuid> = reference.iter().map(|e| e.3).collect();
-        assert_eq!(ids.len(), reference.len(), "an event appears twice");
-        let by_id: HashMap<Uuid, (String, u64, u64)> =
-            reference.iter().map(|e| (e.3, (e.0.clone(), e.1, e.2))).collect();
-        for (stream, rev, pos, id) in &acked {
-            assert_eq!(by_id.get(id), Some(&(stream.clone(), *rev, *pos)), "acknowledged event {id} is not where it was acknowledged");
-        }
-        let mut next: HashMap<&str, u64> = HashMap::new();
-        for (stream, rev, _, _) in &reference {
-            let n = next.entry(stream.as_str()).or_default();
-            assert_eq!(*rev, *n, "revisions of {stream} are not dense");
-            *n += 1;
-        }
-        assert!(reference.windows(2).all(|w| w[0].2 < w[1].2), "positions are not increasing");
+        let nodes: Vec<(u64, Client)> = (1..=3).map(|id| (id, clients[&id].clone())).collect();
+        let reference = converged(&nodes, Duration::from_secs(60)).await.unwrap_or_else(|e| {
+            panic!("{e} (node {wiped} was wiped)\n{}", log_tails(cluster.nodes.iter().map(|(id, n)| (*id, n)), 30))
+        });
+        // The probes that found the leader are the only events no writer appended.
+        let log: Vec<_> = reference.iter().filter(|e| e.0 != "probe").cloned().collect();
+        let summary = history.check(&log).unwrap_or_else(|v| panic!("the history has violations: {v}"));
         eprintln!("{} events acknowledged ({} before the kill, {} within 3 s after it), {} in the log",
-            acked.len(), before, after_kill - before, reference.len());
+            summary.acked, before, after_kill - before, reference.len());
 
         // A subscription moves between nodes by position.
         let middle = reference[reference.len() / 2].2;
@@ -247,7 +187,32 @@ fn writers_keep_going_through_a_leader_kill_and_every_node_ends_identical() {
             Some(Ok(SubscriptionMessage::Event(e))) => assert_eq!((e.id, e.position), (want.3, want.2)),
             other => panic!("unexpected {other:?}"),
         }
+
+        // Stopped, the three logs are the same bytes (the wiped node's included).
+        for n in cluster.nodes.values_mut() {
+            n.terminate();
+        }
+        let dirs: Vec<(u64, &std::path::Path)> = cluster.nodes.iter().map(|(id, n)| (*id, n.dir.as_path())).collect();
+        assert_identical_logs(&dirs);
     });
+}
+
+/// The node that takes an append now (a probe event, on its own stream).
+async fn leader_of(clients: &Arc<Mutex<HashMap<u64, Client>>>) -> u64 {
+    let probe = clients.lock().unwrap().clone();
+    for (id, c) in &probe {
+        if c.append(
+            "probe",
+            ExpectedRevision::Any,
+            vec![EventData::binary("P", vec![])],
+        )
+        .await
+        .is_ok()
+        {
+            return *id;
+        }
+    }
+    panic!("no node takes appends");
 }
 
 #[test]
@@ -284,14 +249,22 @@ fn peers_need_a_certificate_from_the_cluster_ca() {
                 f("ca.pem"),
             ]
         });
-        let clients = Arc::new(Mutex::new(clients(&cluster).await));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let clients = clients(&cluster).await;
+        let nodes: Vec<(u64, Client)> = clients.into_iter().collect();
+        let history = History::default();
         let event = EventData::json("Secure", &serde_json::json!({})).unwrap();
+        let outcome = append_recorded(
+            &history,
+            &nodes,
+            "s-1",
+            ExpectedRevision::Any,
+            event,
+            Duration::from_secs(30),
+        )
+        .await;
         assert!(
-            append_anywhere(&clients, "s-1", event, deadline)
-                .await
-                .is_ok(),
-            "no leader over mutual TLS"
+            matches!(outcome, Outcome::Acked { .. }),
+            "no leader over mutual TLS: {outcome:?}"
         );
         // A peer that trusts the CA but shows no certificate of its own gets nowhere.
         let peer_addr = &cluster.peer_addrs[0];

@@ -29,6 +29,11 @@ pub fn raft_config(cluster: &str) -> Result<openraft::Config, openraft::ConfigEr
         election_timeout_min: 400,
         election_timeout_max: 800,
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        // A node that lost its disk comes back with an empty log and replays it from the
+        // leader. Without this, the leader treats a follower whose log went backwards as a bug
+        // (a debug assertion). What the node also lost is its vote: see "A node that lost its
+        // disk" in docs/replication.md.
+        allow_log_reversion: Some(true),
         ..Default::default()
     }
     .validate()

@@ -100,7 +100,8 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = wire::encode_append(rpc).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let (body, sent) = wire::encode_append(rpc, wire::MAX_PAYLOAD_BYTES)
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
         let mut req = tonic::Request::new(body);
         req.set_timeout(option.hard_ttl());
         let reply = self
@@ -114,6 +115,11 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             openraft::error::RaftError<TypeConfig>,
         >(&reply)
         {
+            // The peer took every entry sent, which was only the first part of those asked for.
+            Ok(Ok(AppendEntriesResponse::Success)) => match sent {
+                wire::Sent::All => Ok(AppendEntriesResponse::Success),
+                wire::Sent::Partial(last) => Ok(AppendEntriesResponse::PartialSuccess(Some(last))),
+            },
             Ok(Ok(v)) => Ok(v),
             // The peer's Raft has stopped: as good as unreachable.
             Ok(Err(e)) => Err(RPCError::Unreachable(unreachable(format!(

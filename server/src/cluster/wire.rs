@@ -9,19 +9,45 @@ use strata_replication::TypeConfig;
 
 type AppendEntries = openraft::raft::AppendEntriesRequest<TypeConfig>;
 
-/// Encodes an AppendEntries request: its entries in log form, the rest as JSON.
-pub fn encode_append(mut rpc: AppendEntries) -> Result<AppendRequest, String> {
+/// Largest total of entry bytes sent in one AppendEntries call. openraft bounds a call by its
+/// number of entries only, and one entry (a writer batch) can be tens of MiB, so a lagging
+/// follower could be sent more than the receiver accepts (256 MiB) and never catch up. The
+/// rest is sent by the next call (see `Sent::Partial`).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// What an encoded request carries of the entries it was given.
+#[derive(Debug, PartialEq)]
+pub enum Sent {
+    All,
+    /// Only the entries up to this one; the replication stream goes on after it.
+    Partial(openraft::type_config::alias::LogIdOf<TypeConfig>),
+}
+
+/// Encodes an AppendEntries request: its entries in log form, the rest as JSON. The entries
+/// are cut after `budget` bytes (always at least one entry is sent).
+pub fn encode_append(
+    mut rpc: AppendEntries,
+    budget: usize,
+) -> Result<(AppendRequest, Sent), String> {
     let entries = std::mem::take(&mut rpc.entries);
     let mut out = Vec::with_capacity(entries.len());
-    for e in &entries {
+    let mut total = 0;
+    let mut sent = Sent::All;
+    for (i, e) in entries.iter().enumerate() {
         let mut buf = Vec::new();
         to_engine(e).map_err(|e| e.to_string())?.encode(&mut buf);
+        if i > 0 && total + buf.len() > budget {
+            sent = Sent::Partial(entries[i - 1].log_id);
+            break;
+        }
+        total += buf.len();
         out.push(Bytes::from(buf));
     }
-    Ok(AppendRequest {
+    let req = AppendRequest {
         request: Bytes::from(serde_json::to_vec(&rpc).map_err(|e| e.to_string())?),
         entries: out,
-    })
+    };
+    Ok((req, sent))
 }
 
 /// Decodes an AppendEntries request from a peer, checking every entry's header.
@@ -96,13 +122,55 @@ mod tests {
             ],
             leader_commit: Some(id(3)),
         };
-        let back = decode_append(encode_append(rpc.clone()).unwrap()).unwrap();
+        let (req, sent) = encode_append(rpc.clone(), MAX_PAYLOAD_BYTES).unwrap();
+        assert_eq!(sent, Sent::All);
+        let back = decode_append(req).unwrap();
         assert_eq!(format!("{back:?}"), format!("{rpc:?}"));
         // A damaged entry is refused.
-        let mut req = encode_append(rpc).unwrap();
+        let (mut req, _) = encode_append(rpc, MAX_PAYLOAD_BYTES).unwrap();
         let mut bad = req.entries[1].to_vec();
         bad[20] ^= 1;
         req.entries[1] = Bytes::from(bad);
         assert!(decode_append(req).unwrap_err().contains("entry header"));
+    }
+
+    #[test]
+    fn a_large_run_of_entries_is_sent_in_parts_within_the_budget() {
+        let id = |i| {
+            log_id(strata_engine::replica::EntryId {
+                term: 3,
+                node: 2,
+                index: i,
+            })
+        };
+        let body = strata_engine::replica::test_body("big-1", 0, 50);
+        let entries: Vec<Entry> = (10..20)
+            .map(|i| Entry {
+                log_id: id(i),
+                payload: openraft::EntryPayload::Normal(Batch(body.clone())),
+            })
+            .collect();
+        let rpc = |entries: Vec<Entry>| AppendEntries {
+            vote: openraft::impls::Vote::new_committed(3, 2),
+            prev_log_id: Some(id(9)),
+            entries,
+            leader_commit: Some(id(9)),
+        };
+        let one = encode_append(rpc(entries[..1].to_vec()), usize::MAX)
+            .unwrap()
+            .0;
+        let size = one.entries[0].len();
+        // Room for three and a half entries: three are sent, and the call says where it stopped.
+        let (req, sent) = encode_append(rpc(entries.clone()), size * 7 / 2).unwrap();
+        assert_eq!(req.entries.len(), 3);
+        assert_eq!(sent, Sent::Partial(id(12)));
+        let back = decode_append(req).unwrap().entries;
+        assert_eq!(format!("{back:?}"), format!("{:?}", &entries[..3]));
+        // One entry larger than the budget still goes, alone.
+        let (req, sent) = encode_append(rpc(entries.clone()), 1).unwrap();
+        assert_eq!((req.entries.len(), sent), (1, Sent::Partial(id(10))));
+        // Exactly the budget: everything.
+        let (req, sent) = encode_append(rpc(entries), size * 10).unwrap();
+        assert_eq!((req.entries.len(), sent), (10, Sent::All));
     }
 }

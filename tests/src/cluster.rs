@@ -1,0 +1,181 @@
+//! Helpers for tests of a cluster of real `strata serve` processes: appending through
+//! whichever node leads (recording every operation in a [`History`]), waiting until every
+//! node shows the same `$all`, and comparing the nodes' log files byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use strata_client::{Client, Error, EventData, ExpectedRevision, ReadOptions};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::history::{History, Outcome, Seen};
+
+/// Appends one event through whichever of `nodes` accepts it, retrying with the same event ID
+/// (idempotent) until `give_up`, and records the operation in `history`. A follower's "not the
+/// leader" refusal moves on to the next node; an answer that leaves the outcome open (timeout,
+/// UNAVAILABLE, a lost connection) makes the whole operation's outcome unknown unless a retry
+/// is acknowledged.
+pub async fn append_recorded(
+    history: &History,
+    nodes: &[(u64, Client)],
+    stream: &str,
+    expected: ExpectedRevision,
+    event: EventData,
+    give_up: Duration,
+) -> Outcome {
+    let invoked = history.now();
+    let deadline = Instant::now() + give_up;
+    let id = event.id;
+    let mut open: Option<String> = None;
+    let outcome = 'attempts: loop {
+        for (node, c) in nodes {
+            match c.append(stream, expected, vec![event.clone()]).await {
+                Ok(r) => {
+                    break 'attempts Outcome::Acked {
+                        revision: r.revision,
+                        position: r.position,
+                        node: *node,
+                    }
+                }
+                Err(e @ Error::WrongExpectedRevision { .. }) => {
+                    break 'attempts match open {
+                        None => Outcome::Refused(e.to_string()),
+                        Some(earlier) => Outcome::Unknown(format!("{e}, after {earlier}")),
+                    };
+                }
+                Err(Error::Server {
+                    code: Code::FailedPrecondition,
+                    ..
+                }) => {}
+                Err(e) => open = Some(format!("node {node}: {e}")),
+            }
+        }
+        if Instant::now() > deadline {
+            break Outcome::Unknown(open.unwrap_or_else(|| "no node took the append".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    history.append(stream, expected, id, invoked, outcome.clone());
+    outcome
+}
+
+/// Every event of `$all` as `c` serves it.
+pub async fn all_events(c: &Client) -> Result<Vec<Seen>, Error> {
+    c.read_all(ReadOptions::default())
+        .await?
+        .map_ok(|e| (e.stream, e.revision, e.position, e.id))
+        .try_collect()
+        .await
+}
+
+/// Every event of `stream` as `c` serves it (empty if it has none).
+pub async fn stream_events(c: &Client, stream: &str) -> Result<Vec<Seen>, Error> {
+    match c.read_stream(stream, ReadOptions::default()).await {
+        Ok(s) => {
+            s.map_ok(|e| (e.stream, e.revision, e.position, e.id))
+                .try_collect()
+                .await
+        }
+        Err(Error::StreamNotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits (at most `within`) until every node serves the same `$all`, and returns it; or says
+/// how far apart the nodes stayed.
+pub async fn converged(nodes: &[(u64, Client)], within: Duration) -> Result<Vec<Seen>, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut views = Vec::new();
+        for (_, c) in nodes {
+            views.push(all_events(c).await.unwrap_or_default());
+        }
+        if views.windows(2).all(|w| w[0] == w[1]) && !views[0].is_empty() {
+            return Ok(views.pop().unwrap());
+        }
+        if Instant::now() > deadline {
+            let sizes: Vec<usize> = views.iter().map(Vec::len).collect();
+            return Err(format!(
+                "nodes did not converge within {within:?}: {sizes:?} events"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The records of a node's log: every segment under `dir`, in log order, without its header.
+pub fn log_bytes(dir: &Path) -> Vec<u8> {
+    fn segments(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                segments(&p, out);
+            } else if p.extension().is_some_and(|x| x == "seg") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    segments(dir, &mut files);
+    files.sort_by_key(|p| p.file_name().unwrap().to_owned());
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        out.extend_from_slice(&bytes[strata_engine::format::SEGMENT_HEADER_LEN as usize..]);
+    }
+    out
+}
+
+/// Asserts that the stopped nodes' logs are identical byte for byte (after a quiet period
+/// every entry is committed, so the commit point is the end of each log).
+pub fn assert_identical_logs(dirs: &[(u64, &Path)]) {
+    let (first, reference) = (dirs[0].0, log_bytes(dirs[0].1));
+    assert!(!reference.is_empty(), "node {first} has an empty log");
+    for (node, dir) in &dirs[1..] {
+        let other = log_bytes(dir);
+        if other != reference {
+            let at = reference
+                .iter()
+                .zip(&other)
+                .position(|(a, b)| a != b)
+                .unwrap_or(reference.len().min(other.len()));
+            panic!(
+                "the logs of node {first} ({} bytes) and node {node} ({} bytes) differ from byte {at}",
+                reference.len(),
+                other.len()
+            );
+        }
+    }
+}
+
+/// The last `lines` lines of each node's log, for a failure message.
+pub fn log_tails<'a>(
+    nodes: impl IntoIterator<Item = (u64, &'a crate::Server)>,
+    lines: usize,
+) -> String {
+    let mut out = String::new();
+    for (id, n) in nodes {
+        let logs = n.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(lines).collect();
+        out.push_str(&format!("--- node {id}:\n"));
+        // A panic is the line that explains everything after it.
+        for l in logs.lines().filter(|l| l.contains("panicked")).take(3) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// An event with a fixed ID for a writer's `n`th append.
+pub fn event(writer: u64, n: u64) -> EventData {
+    EventData::json("Written", &serde_json::json!({ "w": writer, "n": n }))
+        .unwrap()
+        .id(Uuid::from_u64_pair(writer + 1, n))
+}
