@@ -428,8 +428,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         crate::kurrent::v2::KurrentStreamsV2::new(engine.clone()),
     )
     .max_decoding_message_size(decode_limit);
-    let groups = Groups::open(engine.clone())
-        .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?;
+    // On a cluster node the groups run only while it leads.
+    let groups = match &cluster {
+        None => Groups::open(engine.clone())
+            .map_err(|e| format!("cannot load persistent subscription groups: {e}"))?,
+        Some(node) => {
+            let groups = Groups::standby(engine.clone());
+            crate::cluster::leadership::run_groups(
+                node.raft.clone(),
+                groups.clone(),
+                shutdown_rx.clone(),
+            );
+            groups
+        }
+    };
     groups.set_max_groups(args.max_groups);
     groups.set_buffer_memory(args.group_buffer_memory.min(usize::MAX as u64) as usize);
     let persistent = PersistentSubscriptionsServer::new(PersistentService::new(

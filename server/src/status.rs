@@ -247,7 +247,7 @@ pub fn from_persistent(e: strata_persistent::Error) -> Status {
             Kind::Internal(v1::Internal { reason: message }),
         ),
         P::ShuttingDown => shutting_down(),
-        P::Restarted => with_detail(
+        P::Restarted | P::LeaderChanged => with_detail(
             Code::Unavailable,
             message.clone(),
             Kind::Unavailable(v1::Unavailable { reason: message }),

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use strata_client::{Client, EventData, ExpectedRevision, SubscribeFrom, SubscriptionMessage};
+use strata_client::{
+    Client, EventData, ExpectedRevision, GroupMessage, SubscribeFrom, SubscriptionMessage,
+};
 use strata_tests::cluster::{append_recorded, assert_identical_logs, converged, event, log_tails};
 use strata_tests::history::{History, Outcome};
 use strata_tests::{rt, Server};
@@ -288,5 +290,95 @@ fn peers_need_a_certificate_from_the_cluster_ca() {
                 .is_err(),
         };
         assert!(refused, "a peer without a client certificate was let in");
+    });
+}
+
+/// Consumer groups run on the leader only: a follower refuses them; after the leader is
+/// killed the next leader resumes each group from its last checkpoint (messages acked since
+/// may come again, none is skipped); a leader that is deposed ends its consumers with
+/// UNAVAILABLE so they reconnect to the new one.
+#[test]
+fn consumer_groups_run_on_the_leader_and_resume_on_the_next_one() {
+    rt().block_on(async {
+        let mut cluster = start_cluster(40, |_| vec![]);
+        let clients = Arc::new(Mutex::new(clients(&cluster).await));
+        let nodes: Vec<(u64, Client)> = clients.lock().unwrap().iter().map(|(id, c)| (*id, c.clone())).collect();
+        let history = History::default();
+        let mut ids = Vec::new();
+        for n in 0..100 {
+            let e = event(0, n);
+            ids.push(e.id);
+            let outcome = append_recorded(&history, &nodes, "orders-1", ExpectedRevision::Any, e, Duration::from_secs(30)).await;
+            assert!(matches!(outcome, Outcome::Acked { .. }), "{outcome:?}");
+        }
+        let leader = leader_of(&clients).await;
+        let all = clients.lock().unwrap().clone();
+        let follower = *all.keys().find(|&&id| id != leader).unwrap();
+
+        let refused = all[&follower].create_group("orders-1", "billing", strata_tests::group_from_start()).await.unwrap_err();
+        assert!(
+            matches!(&refused, strata_client::Error::Server { code: tonic::Code::FailedPrecondition, message } if message.contains("leader")),
+            "a follower answered a group creation with {refused:?}"
+        );
+
+        let settings = strata_client::GroupSettings {
+            checkpoint_after_count: Some(10),
+            checkpoint_after: Some(Duration::from_millis(100)),
+            ..strata_tests::group_from_start()
+        };
+        all[&leader].create_group("orders-1", "billing", settings).await.unwrap();
+        let mut consumer = all[&leader].consume_group("orders-1", "billing", 10).await.unwrap();
+        let mut delivered = std::collections::HashSet::new();
+        for _ in 0..60 {
+            let Some(Ok(GroupMessage::Event(e))) = consumer.next().await else { panic!("the group stopped delivering") };
+            consumer.ack(&[e.event.id]).await.unwrap();
+            delivered.insert(e.event.id);
+        }
+        // Let the checkpoint (every 10 settled messages) commit, then kill the leader.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.nodes.get_mut(&leader).unwrap().kill();
+        clients.lock().unwrap().remove(&leader);
+        drop(consumer);
+
+        // The next leader runs the group from its checkpoint.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (next, mut consumer) = loop {
+            let live = clients.lock().unwrap().clone();
+            let mut found = None;
+            for (id, c) in &live {
+                if let Ok(consumer) = c.consume_group("orders-1", "billing", 10).await {
+                    found = Some((*id, consumer));
+                    break;
+                }
+            }
+            if let Some(f) = found {
+                break f;
+            }
+            assert!(Instant::now() < deadline, "no node ran the group within 30 s of the leader's death");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut first = None;
+        while delivered.len() < ids.len() {
+            let m = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await;
+            let Ok(Some(Ok(GroupMessage::Event(e)))) = m else {
+                panic!("the group on node {next} stopped after {} of {} events: {m:?}", delivered.len(), ids.len())
+            };
+            first.get_or_insert(e.event.revision);
+            consumer.ack(&[e.event.id]).await.unwrap();
+            delivered.insert(e.event.id);
+        }
+        let first = first.unwrap();
+        eprintln!("node {next} resumed the group at revision {first}");
+        assert!((50..=60).contains(&first), "the new leader resumed the group at revision {first}, not from the checkpoint (50..=60)");
+
+        // Deposed (frozen while the others elect), the leader ends its consumers: reconnect.
+        let node = &cluster.nodes[&next];
+        node.signal(libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        node.signal(libc::SIGCONT);
+        match tokio::time::timeout(Duration::from_secs(15), consumer.next()).await {
+            Ok(Some(Err(strata_client::Error::Unavailable(m)))) => assert!(m.contains("no longer the cluster's leader"), "{m}"),
+            other => panic!("a deposed leader's consumer got {other:?}"),
+        }
     });
 }

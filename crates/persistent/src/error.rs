@@ -41,6 +41,11 @@ pub enum Error {
     #[error("the persistent subscriptions were restarted by an operator; reconnect to continue")]
     Restarted,
 
+    /// This cluster node stopped leading, and consumer groups run on the leader: reconnect
+    /// to the new leader.
+    #[error("this node is no longer the cluster's leader, and consumer groups run on the leader: reconnect to the new leader")]
+    LeaderChanged,
+
     /// The server is shutting down; reconnect later.
     #[error("persistent subscriptions are shutting down")]
     ShuttingDown,

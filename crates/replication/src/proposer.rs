@@ -57,7 +57,8 @@ impl RaftProposer {
 
 /// Whether `m` shows this node leading with an entry of its own term applied (a new leader's
 /// first entry is a blank one: once it is applied, so is everything earlier leaders wrote).
-fn ready(m: &openraft::RaftMetrics<TypeConfig>) -> bool {
+/// Only then does the node's committed state hold everything any leader acknowledged.
+pub fn ready(m: &openraft::RaftMetrics<TypeConfig>) -> bool {
     m.current_leader == Some(m.id)
         && m.last_applied
             .is_some_and(|l| l.leader_id.term == m.current_term && l.leader_id.node_id == m.id)

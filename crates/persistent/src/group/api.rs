@@ -92,6 +92,8 @@ pub(crate) enum StopReason {
     Deleted,
     Shutdown,
     Restart,
+    /// This cluster node stopped leading; the groups run on the new leader.
+    LeaderChanged,
 }
 
 pub(crate) type ConsumerTx = mpsc::UnboundedSender<Result<Delivery>>;

@@ -509,6 +509,7 @@ impl Group {
                 },
                 StopReason::Shutdown => Error::ShuttingDown,
                 StopReason::Restart => Error::Restarted,
+                StopReason::LeaderChanged => Error::LeaderChanged,
             };
             let _ = c.tx.send(Err(err));
         }

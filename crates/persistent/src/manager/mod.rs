@@ -1,21 +1,25 @@
 //! The registry of groups: one task per group (see `group`), created, changed and removed
-//! here, with every change written to the config stream first.
+//! here, with every change written to the config stream first. On a cluster node the groups
+//! run only while the node leads ([`leadership`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use strata_engine::{AllFrom, Direction, Engine, Error as EngineError};
 use tokio::sync::{mpsc, oneshot, Mutex};
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::group::{Command, Delivery, Group, GroupInfo, NackAction, StopReason};
+use crate::group::{Command, Group, GroupInfo, StopReason};
 use crate::memory::BufferMemory;
 use crate::settings::{validate_group_name, Settings, SettingsPatch, StartFrom, Target};
 use crate::store::{self, ConfigEvent, ConfigKind};
 
-/// Records examined, at most, when counting a `$all` group's lag.
-const LAG_SCAN_LIMIT: usize = 10_000;
+mod consumer;
+mod lag;
+mod leadership;
+
+pub use consumer::{Consumer, ConsumerControl, ConsumerEvents};
+
 /// Groups a server holds, at most, unless configured otherwise ([`Groups::set_max_groups`]).
 pub const DEFAULT_MAX_GROUPS: usize = 1000;
 
@@ -26,11 +30,31 @@ struct Handle {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The running groups, by source and name.
+type Running = HashMap<(Target, String), Handle>;
+
 struct Registry {
-    groups: HashMap<(Target, String), Handle>,
+    groups: Running,
     /// Last revision of the config stream, for the next write's expected revision.
     config_last: Option<u64>,
     closed: bool,
+    /// A cluster node that does not lead: no group runs, and every request is refused.
+    standby: bool,
+}
+
+impl Registry {
+    /// Refuses requests once shut down, or while this node does not lead.
+    fn usable(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::ShuttingDown);
+        }
+        if self.standby {
+            return Err(Error::Engine(EngineError::NotLeader {
+                reason: "consumer groups run on the cluster's leader, and this node is not the leader; connect to the leader".into(),
+            }));
+        }
+        Ok(())
+    }
 }
 
 /// All persistent-subscription groups of one store.
@@ -39,57 +63,6 @@ pub struct Groups {
     registry: Mutex<Registry>,
     max_groups: std::sync::atomic::AtomicUsize,
     memory: Arc<BufferMemory>,
-}
-
-/// A connected consumer: the messages it receives, and its acks and nacks. Dropping it (or its
-/// [`ConsumerControl`]) disconnects it; its in-flight messages go to the other consumers.
-pub struct Consumer {
-    pub id: u64,
-    pub events: ConsumerEvents,
-    pub control: ConsumerControl,
-}
-
-/// The receiving half of a [`Consumer`].
-pub struct ConsumerEvents {
-    rx: mpsc::UnboundedReceiver<Result<Delivery>>,
-}
-
-impl ConsumerEvents {
-    /// The next message; `None` when the consumer was disconnected (after a `stop` nack).
-    /// An error ends the stream: the group was deleted or the server is shutting down.
-    pub async fn next(&mut self) -> Option<Result<Delivery>> {
-        self.rx.recv().await
-    }
-}
-
-/// The acking half of a [`Consumer`].
-pub struct ConsumerControl {
-    id: u64,
-    tx: mpsc::UnboundedSender<Command>,
-}
-
-impl ConsumerControl {
-    pub fn ack(&self, ids: Vec<Uuid>) {
-        let _ = self.tx.send(Command::Ack {
-            consumer: self.id,
-            ids,
-        });
-    }
-
-    pub fn nack(&self, ids: Vec<Uuid>, action: NackAction, reason: String) {
-        let _ = self.tx.send(Command::Nack {
-            consumer: self.id,
-            ids,
-            action,
-            reason,
-        });
-    }
-}
-
-impl Drop for ConsumerControl {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Command::Leave { consumer: self.id });
-    }
 }
 
 fn not_found(target: &Target, group: &str) -> Error {
@@ -127,38 +100,15 @@ fn validate_target(target: &Target) -> Result<()> {
 impl Groups {
     /// Loads every group from the config stream and starts its task. Needs a tokio runtime.
     pub fn open(engine: Arc<Engine>) -> Result<Arc<Groups>> {
-        let (stored, config_last) = store::load_groups(&engine)?;
         let memory = Arc::new(BufferMemory::default());
-        let mut groups = HashMap::new();
-        for g in stored {
-            // One group that cannot start must not keep the server (and the others) down.
-            match spawn(
-                engine.clone(),
-                memory.clone(),
-                g.target.clone(),
-                g.group.clone(),
-                g.incarnation,
-                g.settings,
-            ) {
-                Ok(handle) => {
-                    groups.insert((g.target, g.group), handle);
-                }
-                Err(e) => tracing::error!(target_stream = %g.target, group = %g.group, error = %e,
-                    "persistent subscription group cannot start; it stays stored but inactive"),
-            }
-        }
-        if !groups.is_empty() {
-            tracing::info!(
-                groups = groups.len(),
-                "persistent subscription groups loaded"
-            );
-        }
+        let (groups, config_last) = load_all(&engine, &memory)?;
         Ok(Arc::new(Groups {
             engine,
             registry: Mutex::new(Registry {
                 groups,
                 config_last,
                 closed: false,
+                standby: false,
             }),
             max_groups: DEFAULT_MAX_GROUPS.into(),
             memory,
@@ -195,9 +145,7 @@ impl Groups {
         self.check_filter(&settings)?;
         self.resolve_start(&target, &mut settings)?;
         let mut reg = self.registry.lock().await;
-        if reg.closed {
-            return Err(Error::ShuttingDown);
-        }
+        reg.usable()?;
         let key = (target.clone(), group.to_owned());
         if reg.groups.contains_key(&key) {
             return Err(Error::GroupExists {
@@ -325,6 +273,7 @@ impl Groups {
         patch: &SettingsPatch,
     ) -> Result<Settings> {
         let mut reg = self.registry.lock().await;
+        reg.usable()?;
         let key = (target.clone(), group.to_owned());
         let current = reg
             .groups
@@ -359,6 +308,7 @@ impl Groups {
     /// parked messages are dropped.
     pub async fn delete(&self, target: &Target, group: &str) -> Result<()> {
         let mut reg = self.registry.lock().await;
+        reg.usable()?;
         let key = (target.clone(), group.to_owned());
         if !reg.groups.contains_key(&key) {
             return Err(not_found(target, group));
@@ -392,9 +342,7 @@ impl Groups {
     ) -> Result<Consumer> {
         let tx = {
             let reg = self.registry.lock().await;
-            if reg.closed {
-                return Err(Error::ShuttingDown);
-            }
+            reg.usable()?;
             reg.groups
                 .get(&(target.clone(), group.to_owned()))
                 .ok_or_else(|| not_found(target, group))?
@@ -446,6 +394,7 @@ impl Groups {
     pub async fn list(&self, target: Option<&Target>) -> Result<Vec<GroupInfo>> {
         let senders: Vec<_> = {
             let reg = self.registry.lock().await;
+            reg.usable()?;
             reg.groups
                 .iter()
                 .filter(|((t, _), _)| target.is_none_or(|want| want == t))
@@ -481,6 +430,7 @@ impl Groups {
 
     async fn sender(&self, target: &Target, group: &str) -> Result<mpsc::UnboundedSender<Command>> {
         let reg = self.registry.lock().await;
+        reg.usable()?;
         Ok(reg
             .groups
             .get(&(target.clone(), group.to_owned()))
@@ -489,72 +439,13 @@ impl Groups {
             .clone())
     }
 
-    async fn with_lag(&self, mut info: GroupInfo) -> Result<GroupInfo> {
-        let engine = self.engine.clone();
-        let from = info.settled_up_to;
-        let target = info.target.clone();
-        let filter = info
-            .settings
-            .filter
-            .as_ref()
-            .map(|f| f.build())
-            .transpose()?;
-        let (lag, capped) = tokio::task::spawn_blocking(move || -> Result<(u64, bool)> {
-            match &target {
-                Target::Stream(s) => match engine.last_revision(s) {
-                    Ok(last) => Ok(((last + 1).saturating_sub(from), false)),
-                    Err(EngineError::StreamNotFound { .. })
-                    | Err(EngineError::StreamDeleted { .. }) => Ok((0, false)),
-                    Err(e) => Err(e.into()),
-                },
-                Target::All => {
-                    let mut pos = from;
-                    let mut count = 0u64;
-                    let mut scanned = 0usize;
-                    loop {
-                        let slice = engine.read_all_scan(
-                            AllFrom::Position(pos),
-                            Direction::Forwards,
-                            10_000,
-                            filter.as_ref(),
-                            10_000,
-                        )?;
-                        count += slice
-                            .events
-                            .iter()
-                            .filter(|e| !e.stream.starts_with('$'))
-                            .count() as u64;
-                        scanned += slice.records_scanned;
-                        pos = slice.next_position;
-                        if slice.is_end {
-                            return Ok((count, false));
-                        }
-                        if scanned >= LAG_SCAN_LIMIT {
-                            return Ok((count, true));
-                        }
-                    }
-                }
-            }
-        })
-        .await
-        .map_err(|e| Error::BadState {
-            stream: info.target.to_string(),
-            reason: format!("lag count failed: {e}"),
-        })??;
-        info.lag = lag;
-        info.lag_is_lower_bound = capped;
-        Ok(info)
-    }
-
     /// Restarts every group (KurrentDB's `RestartSubsystem`): each writes its checkpoint, its
     /// consumers are disconnected with [`Error::Restarted`], and it starts again from its
     /// stored settings and checkpoint, so messages in flight are delivered again. Returns how
     /// many groups restarted.
     pub async fn restart(&self) -> Result<usize> {
         let mut reg = self.registry.lock().await;
-        if reg.closed {
-            return Err(Error::ShuttingDown);
-        }
+        reg.usable()?;
         let keys: Vec<(Target, String)> = reg.groups.keys().cloned().collect();
         let mut restarted = 0;
         for key in keys {
@@ -602,6 +493,37 @@ async fn stop(handle: Handle, reason: StopReason) {
         let _ = rx.await;
     }
     let _ = handle.task.await;
+}
+
+/// Loads every group from the config stream and starts its task; returns them with the config
+/// stream's last revision. A group that cannot start is logged and left out.
+fn load_all(engine: &Arc<Engine>, memory: &Arc<BufferMemory>) -> Result<(Running, Option<u64>)> {
+    let (stored, config_last) = store::load_groups(engine)?;
+    let mut groups = HashMap::new();
+    for g in stored {
+        // One group that cannot start must not keep the server (and the others) down.
+        match spawn(
+            engine.clone(),
+            memory.clone(),
+            g.target.clone(),
+            g.group.clone(),
+            g.incarnation,
+            g.settings,
+        ) {
+            Ok(handle) => {
+                groups.insert((g.target, g.group), handle);
+            }
+            Err(e) => tracing::error!(target_stream = %g.target, group = %g.group, error = %e,
+                "persistent subscription group cannot start; it stays stored but inactive"),
+        }
+    }
+    if !groups.is_empty() {
+        tracing::info!(
+            groups = groups.len(),
+            "persistent subscription groups loaded"
+        );
+    }
+    Ok((groups, config_last))
 }
 
 fn spawn(
