@@ -258,9 +258,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let mode = crate::auth::mode::resolve(&args.security, args.listen, args.metrics_listen.0)?;
     if args.cluster.enabled() {
         args.cluster.validate()?;
-        if matches!(mode, crate::auth::mode::Mode::Secure { .. }) {
-            return Err("cluster nodes do not serve clients in secure mode yet (user accounts are not yet kept in step on every node): run them with their client listener on loopback or with --insecure; node-to-node traffic has its own mutual TLS (--cluster-tls-*)".into());
-        }
         config.replicated = true;
     }
     let admin_password = crate::auth::mode::initial_admin_password(&args.security)?;
@@ -458,10 +455,24 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 strata_auth::Users::load(engine.clone())
                     .map_err(|e| format!("cannot load the users: {e}"))?,
             );
-            users
-                .ensure_initial(admin_password, args.security.initial_ops_password.clone())
-                .await
-                .map_err(|e| format!("cannot create the initial users: {e}"))?;
+            let ops_password = args.security.initial_ops_password.clone();
+            match &cluster {
+                None => users
+                    .ensure_initial(admin_password, ops_password)
+                    .await
+                    .map_err(|e| format!("cannot create the initial users: {e}"))?,
+                // Every node learns accounts from its log; the leader writes the initial ones.
+                Some(node) => {
+                    users.follow();
+                    crate::cluster::leadership::initial_users(
+                        node.raft.clone(),
+                        users.clone(),
+                        admin_password,
+                        ops_password,
+                        shutdown_rx.clone(),
+                    );
+                }
+            }
             for r in users.list() {
                 if r.default_password && !default_passwords {
                     tracing::warn!(user = %r.login_name,

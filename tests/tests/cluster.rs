@@ -382,3 +382,100 @@ fn consumer_groups_run_on_the_leader_and_resume_on_the_next_one() {
         }
     });
 }
+
+/// Secure mode on a cluster: TLS and credentials for clients on every node. The leader
+/// creates the initial accounts; an account created, changed or deleted through the leader
+/// takes effect on every node (each learns accounts from its log).
+#[test]
+fn accounts_made_on_the_leader_work_on_every_node_in_secure_mode() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = certs_dir.path().join("certs");
+    let made = std::process::Command::new(strata_tests::strata_bin())
+        .args(["certs", "dev", "--out"])
+        .arg(&certs)
+        .args([
+            "--host",
+            "127.0.0.51",
+            "--host",
+            "127.0.0.52",
+            "--host",
+            "127.0.0.53",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let f = |n: &str| certs.join(n).display().to_string();
+    rt().block_on(async {
+        let cluster = start_cluster(50, |_| {
+            let mut args = strata_tests::tls_flags(&certs);
+            for (flag, file) in [("--cluster-tls-cert", "node.pem"), ("--cluster-tls-key", "node.key"), ("--cluster-tls-ca", "ca.pem")] {
+                args.push(flag.into());
+                args.push(f(file));
+            }
+            args
+        });
+        let as_user = |user: Option<(&'static str, &'static str)>| {
+            let certs = certs.clone();
+            let nodes: Vec<(u64, String)> = cluster.nodes.iter().map(|(id, n)| (*id, n.https_url())).collect();
+            async move {
+                let mut out = Vec::new();
+                for (id, url) in nodes {
+                    let mut b = Client::builder(url).tls_ca_file(certs.join("ca.pem")).unwrap().append_retries(0);
+                    if let Some((u, p)) = user {
+                        b = b.credentials(u, p);
+                    }
+                    out.push((id, b.connect().await.unwrap()));
+                }
+                out
+            }
+        };
+        // The initial admin exists once a leader has written it.
+        let admin = as_user(Some(("admin", "changeit"))).await;
+        let history = History::default();
+        let event = EventData::json("Secure", &serde_json::json!({})).unwrap();
+        let outcome = append_recorded(&history, &admin, "secure-1", ExpectedRevision::Any, event, Duration::from_secs(30)).await;
+        let Outcome::Acked { node: leader, .. } = outcome else { panic!("admin could not append: {outcome:?}") };
+        let leader_client = admin.iter().find(|(id, _)| *id == leader).unwrap().1.clone();
+
+        // Anonymous callers are refused everywhere.
+        for (id, c) in as_user(None).await {
+            let r = strata_tests::cluster::stream_events(&c, "secure-1").await;
+            assert!(matches!(r, Err(strata_client::Error::Unauthenticated(_))), "node {id} let an anonymous read through: {r:?}");
+        }
+
+        // An account made on the leader works on every node; so do its changes.
+        leader_client.create_user("carol", "carol-pass-1", "Carol", &[]).await.unwrap();
+        let works_everywhere = |user: (&'static str, &'static str), want: bool| {
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let mut all = true;
+                    for (_, c) in as_user(Some(user)).await {
+                        let ok = strata_tests::cluster::stream_events(&c, "secure-1").await.is_ok();
+                        all &= ok == want;
+                    }
+                    if all {
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "{user:?} did not become {} on every node within 10 s", if want { "valid" } else { "invalid" });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        works_everywhere(("carol", "carol-pass-1"), true).await;
+        leader_client.reset_password("carol", "carol-pass-2").await.unwrap();
+        works_everywhere(("carol", "carol-pass-1"), false).await;
+        works_everywhere(("carol", "carol-pass-2"), true).await;
+        leader_client.delete_user("carol").await.unwrap();
+        works_everywhere(("carol", "carol-pass-2"), false).await;
+
+        // A follower does not manage accounts itself: it names the leader.
+        let (_, follower) = admin.iter().find(|(id, _)| *id != leader).unwrap();
+        let refused = follower.create_user("dave", "dave-pass-1", "Dave", &[]).await.unwrap_err();
+        assert!(matches!(&refused, strata_client::Error::Server { code: tonic::Code::FailedPrecondition, message } if message.contains("leader")), "{refused:?}");
+    });
+}

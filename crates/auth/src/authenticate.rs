@@ -51,6 +51,9 @@ pub enum AuthFailure {
     DefaultPassword { login: String },
     /// Password checks are all busy (many logins at once); retry.
     Busy,
+    /// The node holds no accounts at all yet (a cluster node before the leader's initial
+    /// accounts reached it): not counted as a failed login; retry.
+    NoAccounts,
 }
 
 struct Cached {
@@ -249,6 +252,9 @@ impl Authenticator {
         login: &str,
         password: &str,
     ) -> Result<Arc<Principal>, AuthFailure> {
+        if self.users.is_empty() {
+            return Err(AuthFailure::NoAccounts);
+        }
         let digest = self.digest(login, password);
         let locked = self.locked_out(client);
         if let Some(r) = self.users.get(login) {

@@ -15,11 +15,12 @@
 //!
 //! Module map: [`acl`] (access lists and the decision), [`users`] (accounts in the log),
 //! [`authenticate`] (checking credentials: cache, brute-force limits, KDF concurrency),
-//! [`password`] (hashing).
+//! [`password`] (hashing); `follow` keeps a cluster node's accounts in step with the log.
 
 pub mod acl;
 pub mod authenticate;
 mod error;
+mod follow;
 pub mod password;
 pub mod users;
 

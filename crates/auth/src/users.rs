@@ -16,8 +16,8 @@ pub const USERS_STREAM: &str = "$users";
 pub const USER_STREAM_PREFIX: &str = "$user-";
 const CREATED: &str = "$UserCreated";
 const DELETED: &str = "$UserDeleted";
-const RECORD: &str = "$user";
-const RECORD_DELETED: &str = "$userDeleted";
+pub(crate) const RECORD: &str = "$user";
+pub(crate) const RECORD_DELETED: &str = "$userDeleted";
 /// KurrentDB's default password for the initial users.
 pub const DEFAULT_PASSWORD: &str = "changeit";
 const MAX_LOGIN: usize = 128;
@@ -52,14 +52,24 @@ struct ListEntry {
     login_name: String,
 }
 
+/// The accounts in memory, with the revision of each account's stream they reflect (so an
+/// older event never replaces a newer record, whichever path brings it).
+#[derive(Default)]
+pub(crate) struct Accounts {
+    pub(crate) records: HashMap<String, Arc<UserRecord>>,
+    pub(crate) revisions: HashMap<String, u64>,
+}
+
 /// Every account of one store.
 pub struct Users {
     /// Not kept alive by the accounts: the store closes when its owner lets go of it.
-    engine: Weak<Engine>,
+    pub(crate) engine: Weak<Engine>,
     /// Password hashing and checking, shared with the [`crate::Authenticator`]: at most
     /// [`crate::authenticate::KDF_SLOTS`] at once.
     kdf: Arc<tokio::sync::Semaphore>,
-    accounts: RwLock<HashMap<String, Arc<UserRecord>>>,
+    pub(crate) accounts: RwLock<Accounts>,
+    /// The log end when the accounts were loaded: [`Users::follow`] reads on from there.
+    pub(crate) loaded_end: u64,
     /// Changes are made one at a time.
     writes: tokio::sync::Mutex<()>,
 }
@@ -154,6 +164,7 @@ impl Users {
     /// Loads every account from the log. A record that cannot be read is logged and skipped
     /// (that account cannot log in) rather than keeping the server from starting.
     pub fn load(engine: Arc<Engine>) -> Result<Users> {
+        let loaded_end = engine.log_end();
         let mut logins = BTreeSet::new();
         let mut from = 0u64;
         loop {
@@ -186,7 +197,7 @@ impl Users {
                 _ => break,
             }
         }
-        let mut accounts = HashMap::new();
+        let mut accounts = Accounts::default();
         for login in logins {
             let stream = format!("{USER_STREAM_PREFIX}{login}");
             let last =
@@ -196,12 +207,13 @@ impl Users {
                     Err(e) => return Err(e.into()),
                 };
             let Some(e) = last else { continue };
+            accounts.revisions.insert(login.clone(), e.revision);
             if e.event_type != RECORD {
                 continue;
             }
             match serde_json::from_slice::<UserRecord>(&e.data) {
                 Ok(r) if r.login_name == login => {
-                    accounts.insert(login, Arc::new(r));
+                    accounts.records.insert(login, Arc::new(r));
                 }
                 Ok(_) | Err(_) => tracing::error!(%stream, revision = e.revision,
                     "the account record cannot be read; this user cannot log in until it is updated"),
@@ -211,6 +223,7 @@ impl Users {
             engine: Arc::downgrade(&engine),
             kdf: Arc::new(tokio::sync::Semaphore::new(crate::authenticate::KDF_SLOTS)),
             accounts: RwLock::new(accounts),
+            loaded_end,
             writes: tokio::sync::Mutex::new(()),
         })
     }
@@ -219,8 +232,18 @@ impl Users {
         self.accounts
             .read()
             .expect("accounts lock")
+            .records
             .get(login)
             .cloned()
+    }
+
+    /// Whether there is no account at all.
+    pub fn is_empty(&self) -> bool {
+        self.accounts
+            .read()
+            .expect("accounts lock")
+            .records
+            .is_empty()
     }
 
     /// Every account, by login name.
@@ -229,6 +252,7 @@ impl Users {
             .accounts
             .read()
             .expect("accounts lock")
+            .records
             .values()
             .cloned()
             .collect();
@@ -288,17 +312,16 @@ impl Users {
 
     async fn store(&self, record: UserRecord) -> Result<()> {
         let stream = format!("{USER_STREAM_PREFIX}{}", record.login_name);
-        self.engine()?
+        let written = self
+            .engine()?
             .append_system(
                 &stream,
                 ExpectedRevision::Any,
                 vec![json_event(RECORD, &record)],
             )
             .await?;
-        self.accounts
-            .write()
-            .expect("accounts lock")
-            .insert(record.login_name.clone(), Arc::new(record));
+        let login = record.login_name.clone();
+        self.note(&login, written.revision, Some(record));
         Ok(())
     }
 
@@ -415,14 +438,15 @@ impl Users {
         }
         let stream = format!("{USER_STREAM_PREFIX}{login}");
         let gone = serde_json::json!({ "loginName": login });
-        self.engine()?
+        let written = self
+            .engine()?
             .append_system(
                 &stream,
                 ExpectedRevision::Any,
                 vec![json_event(RECORD_DELETED, &gone)],
             )
             .await?;
-        self.accounts.write().expect("accounts lock").remove(login);
+        self.note(login, written.revision, None);
         self.engine()?
             .append_system(
                 USERS_STREAM,

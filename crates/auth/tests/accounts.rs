@@ -127,3 +127,22 @@ async fn accounts_live_in_the_log_and_credentials_follow_changes() {
         .unwrap()
         .is_admin());
 }
+
+/// A node with no accounts at all (a cluster node before the leader's initial accounts reach
+/// it) asks callers to retry, and does not count that against their address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_accounts_yet_is_retryable_and_not_a_failed_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let users = Arc::new(Users::load(engine.clone()).unwrap());
+    let auth = Authenticator::new(users.clone(), true);
+    let client = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
+    for _ in 0..50 {
+        assert_eq!(
+            auth.authenticate(client, "admin", "changeit").await,
+            Err(AuthFailure::NoAccounts)
+        );
+    }
+    users.ensure_initial(None, None).await.unwrap();
+    assert!(auth.authenticate(client, "admin", "changeit").await.is_ok());
+}

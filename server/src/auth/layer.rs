@@ -138,11 +138,32 @@ fn common_name(der: &[u8]) -> Option<String> {
     Some(cn)
 }
 
+/// Why a call's credentials were not accepted.
+enum Denied {
+    /// Nothing wrong with the credentials as far as this node can tell now: retry
+    /// (UNAVAILABLE).
+    Retry(&'static str),
+    /// UNAUTHENTICATED, with the reason.
+    Refused(String),
+}
+
+impl From<String> for Denied {
+    fn from(reason: String) -> Self {
+        Denied::Refused(reason)
+    }
+}
+
+impl From<&str> for Denied {
+    fn from(reason: &str) -> Self {
+        Denied::Refused(reason.to_owned())
+    }
+}
+
 async fn authenticate(
     auth: &Authenticator,
     given: Credentials,
     peer: Option<PeerInfo>,
-) -> Result<Access, String> {
+) -> Result<Access, Denied> {
     let client: Option<IpAddr> = peer
         .as_ref()
         .and_then(|p| p.tcp.remote_addr())
@@ -151,14 +172,19 @@ async fn authenticate(
         Credentials::Basic(user, password) => match auth.authenticate(client, &user, &password).await {
             Ok(p) => Ok(Access::User(p)),
             Err(AuthFailure::BadCredentials) => Err("wrong user name or password, or the account is disabled".into()),
-            Err(AuthFailure::TooManyFailures { retry_after }) => Err(format!(
+            Err(AuthFailure::TooManyFailures { retry_after }) => Err(Denied::Refused(format!(
                 "too many failed logins from this address; retry in {} s",
                 retry_after.as_secs().max(1)
+            ))),
+            Err(AuthFailure::Busy) => Err(Denied::Retry(
+                "every password check is busy (many logins at once); retry shortly",
             )),
-            Err(AuthFailure::Busy) => Err("BUSY".into()),
-            Err(AuthFailure::DefaultPassword { login }) => Err(format!(
+            Err(AuthFailure::NoAccounts) => Err(Denied::Retry(
+                "this node holds no user accounts yet (on a cluster the leader creates the initial ones and every node learns them from the log); retry shortly",
+            )),
+            Err(AuthFailure::DefaultPassword { login }) => Err(Denied::Refused(format!(
                 "{login} still has the default password, which this server refuses because it listens beyond loopback; set another (see docs/security.md)"
-            )),
+            ))),
         },
         Credentials::Unreadable(reason) => Err(reason.into()),
         Credentials::None => {
@@ -170,7 +196,7 @@ async fn authenticate(
                         return Err("the client certificate has no subject common name to name a user".into());
                     };
                     auth.certificate_user(&cn).map(Access::User).ok_or_else(|| {
-                        format!("the client certificate names user {cn:?}, which does not exist or is disabled")
+                        Denied::Refused(format!("the client certificate names user {cn:?}, which does not exist or is disabled"))
                     })
                 }
             }
@@ -232,13 +258,8 @@ where
                         Ok(access) => {
                             req.extensions_mut().insert(access);
                         }
-                        Err(reason) if reason == "BUSY" => {
-                            return Ok(Status::unavailable(
-                                "every password check is busy (many logins at once); retry shortly",
-                            )
-                            .into_http())
-                        }
-                        Err(reason) => return Ok(unauthenticated(&path, &reason)),
+                        Err(Denied::Retry(why)) => return Ok(Status::unavailable(why).into_http()),
+                        Err(Denied::Refused(reason)) => return Ok(unauthenticated(&path, &reason)),
                     }
                 }
             }
