@@ -57,6 +57,10 @@ pub struct ReadOptions {
     pub max_count: u64,
     /// `$all` only.
     pub filter: Option<Filter>,
+    /// On a cluster: read on the leader, after it confirms it still leads, so the read sees
+    /// every append acknowledged before it was sent (a follower refuses it). Sends
+    /// `requires-leader: true`, as KurrentDB clients do.
+    pub require_leader: bool,
 }
 
 impl ReadOptions {
@@ -74,6 +78,11 @@ impl ReadOptions {
     }
     pub fn filter(mut self, filter: Filter) -> Self {
         self.filter = Some(filter);
+        self
+    }
+    /// See [`ReadOptions::require_leader`].
+    pub fn require_leader(mut self) -> Self {
+        self.require_leader = true;
         self
     }
 }
@@ -310,11 +319,13 @@ impl Client {
             filter: opts.filter.map(Filter::into_proto),
             batch_size: 0,
         };
-        let responses = self
-            .streams()
-            .read(Request::new(request))
-            .await?
-            .into_inner();
+        let mut request = Request::new(request);
+        if opts.require_leader {
+            request
+                .metadata_mut()
+                .insert("requires-leader", "true".parse().expect("ASCII"));
+        }
+        let responses = self.streams().read(request).await?.into_inner();
         let events = responses
             .map(|r| match r {
                 Ok(page) => stream::iter(

@@ -301,6 +301,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let ready = crate::net::gate::Ready::default();
     let edge = crate::auth::layer::Edge::default();
+    let leader_reads = crate::cluster::leader_reads::LeaderReads::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = {
         let mut stop = shutdown_rx.clone();
@@ -308,6 +309,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         let health_service = health_service.clone();
         let ready = ready.clone();
         let edge = edge.clone();
+        let leader_reads = leader_reads.clone();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()))
@@ -318,6 +320,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
                 .layer(crate::grpc_errors::CountErrorsLayer)
                 // Every request is authenticated before the gate hands it to a service.
                 .layer(crate::auth::layer::AuthLayer(edge))
+                // Then, on a cluster, `requires-leader` calls wait for confirmed leadership.
+                .layer(crate::cluster::leader_reads::LeaderReadsLayer(leader_reads))
                 .layer(crate::net::gate::GateLayer(ready))
                 .add_service(health_service)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -396,6 +400,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     } else {
         None
     };
+    if let Some(node) = &cluster {
+        leader_reads.set(node.raft.clone());
+    }
 
     // Set when shutdown begins, so the background check lets go of the store.
     let stop_verify = Arc::new(std::sync::atomic::AtomicBool::new(false));

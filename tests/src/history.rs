@@ -49,6 +49,9 @@ enum Op {
         stream: String,
         node: u64,
         events: Vec<Seen>,
+        /// Served by a leader that confirmed its leadership (`requires-leader`): it must see
+        /// every append acknowledged before it was invoked.
+        linearizable: bool,
     },
 }
 
@@ -67,6 +70,7 @@ pub struct Summary {
     pub unknown: usize,
     pub unknown_present: usize,
     pub reads: usize,
+    pub leader_reads: usize,
 }
 
 /// The operations of one test run, from any number of tasks.
@@ -118,6 +122,20 @@ impl History {
                 stream: stream.to_owned(),
                 node,
                 events,
+                linearizable: false,
+            },
+        );
+    }
+
+    /// Records a read of a whole stream that a leader served after confirming it leads.
+    pub fn read_from_leader(&self, stream: &str, node: u64, invoked: Duration, events: Vec<Seen>) {
+        self.push(
+            invoked,
+            Op::Read {
+                stream: stream.to_owned(),
+                node,
+                events,
+                linearizable: true,
             },
         );
     }
@@ -188,6 +206,21 @@ impl History {
 
         let mut appended = HashSet::new();
         let mut acked: Vec<(Duration, Duration, u64)> = Vec::new();
+        // Per stream: (completed, revision) of acknowledged appends.
+        let mut acked_on: HashMap<&str, Vec<(Duration, u64)>> = HashMap::new();
+        for t in &ops {
+            if let Op::Append {
+                stream,
+                outcome: Outcome::Acked { revision, .. },
+                ..
+            } = &t.op
+            {
+                acked_on
+                    .entry(stream.as_str())
+                    .or_default()
+                    .push((t.completed, *revision));
+            }
+        }
         for t in &ops {
             match &t.op {
                 Op::Append {
@@ -241,8 +274,26 @@ impl History {
                     stream,
                     node,
                     events,
+                    linearizable,
                 } => {
                     summary.reads += 1;
+                    if *linearizable {
+                        summary.leader_reads += 1;
+                        let missed = acked_on.get(stream.as_str()).and_then(|acks| {
+                            acks.iter()
+                                .filter(|(done, rev)| {
+                                    *done < t.invoked && *rev >= events.len() as u64
+                                })
+                                .max_by_key(|(_, rev)| *rev)
+                        });
+                        if let Some((done, rev)) = missed {
+                            bad.push(format!(
+                                "a leader read of {stream} from node {node} invoked at {:?} saw {} events, missing revision {rev} acknowledged at {done:?}",
+                                t.invoked,
+                                events.len()
+                            ));
+                        }
+                    }
                     for (i, e) in events.iter().enumerate() {
                         if e.1 != i as u64 || at.get(&e.3) != Some(&e) || e.0 != *stream {
                             bad.push(format!(
@@ -390,6 +441,17 @@ mod tests {
         acked(&h, "a", 1, 0, 20, t);
         acked(&h, "b", 2, 0, 10, t);
         h.check(&log).unwrap();
+        // A leader read must see what was acknowledged before it; a follower's may lag.
+        let h = History::default();
+        acked(&h, "a", 1, 0, 10, h.now());
+        std::thread::sleep(Duration::from_millis(2));
+        h.read("a", 2, h.now(), vec![]);
+        let log: Vec<Seen> = vec![("a".into(), 0, 10, id(1))];
+        assert_eq!(h.check(&log).unwrap().leader_reads, 0);
+        h.read_from_leader("a", 1, h.now(), log.clone());
+        h.check(&log).unwrap();
+        h.read_from_leader("a", 1, h.now(), vec![]);
+        assert!(h.check(&log).unwrap_err().contains("missing revision 0"));
         // Wrong revision for the expected one.
         let h = History::default();
         h.append(

@@ -2,8 +2,8 @@
 //! veth links to a bridge in a hub namespace, and one more link from the test process (the
 //! clients) to the same bridge. Links between nodes are cut with iptables inside a node's
 //! namespace, so the clients still reach every node (an isolated leader can still be asked to
-//! append); loss is iptables' random drop, and a slow link is a tbf rate limit (this kernel has
-//! no netem).
+//! append); loss is iptables' random drop, and a slow link is an htb rate limit on traffic to
+//! the other nodes (this kernel has no netem).
 //!
 //! Every address is in 10.213.0.0/24, made here and removed on drop. Needs root.
 
@@ -165,17 +165,39 @@ impl Lab {
         }
     }
 
-    /// Limits what node `i` sends to `rate` (e.g. "2mbit"), queueing up to `latency`: a slow
-    /// link whose delay grows with the traffic.
-    pub fn slow(&self, i: usize, rate: &str, latency: &str) {
+    /// Limits what node `i` sends to the other nodes to `rate` (e.g. "1mbit"), with a queue
+    /// of 50 packets: a slow link whose delay grows with the traffic (up to about 0.6 s at
+    /// 1 Mbit/s). Clients' traffic is not limited. (An htb class with u32 filters: this
+    /// kernel has neither netem nor prio.)
+    pub fn slow(&self, i: usize, rate: &str) {
         let ns = Self::netns(i);
-        run(
-            Some(&ns),
-            &[
-                "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst",
-                "32kbit", "latency", latency,
-            ],
-        );
+        let tc = |args: &[&str]| {
+            let mut all = vec!["tc"];
+            all.extend_from_slice(args);
+            run(Some(&ns), &all);
+        };
+        tc(&[
+            "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb", "default", "10",
+        ]);
+        tc(&[
+            "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:10", "htb", "rate",
+            "10gbit",
+        ]);
+        tc(&[
+            "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", rate,
+            "ceil", rate,
+        ]);
+        tc(&[
+            "qdisc", "add", "dev", "eth0", "parent", "1:20", "handle", "20:", "pfifo", "limit",
+            "50",
+        ]);
+        for other in (1..=self.nodes).filter(|&o| o != i) {
+            let dst = format!("{}/32", Self::addr(other));
+            tc(&[
+                "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1",
+                "u32", "match", "ip", "dst", &dst, "flowid", "1:20",
+            ]);
+        }
     }
 
     /// Removes every cut, loss and rate limit.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use strata_client::{
     Client, EventData, ExpectedRevision, GroupMessage, SubscribeFrom, SubscriptionMessage,
 };
@@ -314,6 +314,17 @@ fn consumer_groups_run_on_the_leader_and_resume_on_the_next_one() {
         let leader = leader_of(&clients).await;
         let all = clients.lock().unwrap().clone();
         let follower = *all.keys().find(|&&id| id != leader).unwrap();
+
+        // A read that requires the leader: refused by a follower, complete on the leader.
+        let leader_read = |c: Client| async move {
+            c.read_stream("orders-1", strata_client::ReadOptions::default().require_leader()).await?.try_collect::<Vec<_>>().await
+        };
+        let refused = leader_read(all[&follower].clone()).await.unwrap_err();
+        assert!(
+            matches!(&refused, strata_client::Error::Server { code: tonic::Code::FailedPrecondition, message } if message.contains("requires the leader")),
+            "a follower answered a leader read with {refused:?}"
+        );
+        assert_eq!(leader_read(all[&leader].clone()).await.unwrap().len(), 100);
 
         let refused = all[&follower].create_group("orders-1", "billing", strata_tests::group_from_start()).await.unwrap_err();
         assert!(

@@ -4,6 +4,7 @@
 //! - `wire`: how Raft messages are encoded on the wire.
 //! - `network`: sending them to peers; `service`: receiving them.
 
+pub mod leader_reads;
 pub mod leadership;
 mod network;
 mod service;
