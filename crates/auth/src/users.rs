@@ -271,33 +271,28 @@ impl Users {
             .ok_or(Error::Engine(strata_engine::Error::Closed))
     }
 
-    /// Whether the store was ever given accounts.
-    fn initialised(&self) -> bool {
-        self.engine
-            .upgrade()
-            .and_then(|e| e.stream_info(USERS_STREAM))
-            .is_some_and(|i| i.last_revision.is_some())
-    }
-
     /// Creates `admin` (`$admins`) and `ops` (`$ops`) the first time a store is served with
-    /// authentication, with the passwords given or KurrentDB's default `changeit`. Later, a
-    /// password given here replaces a default one still in use (and is ignored otherwise).
+    /// authentication, with the passwords given or KurrentDB's default `changeit`: each is
+    /// created if its account stream was never written (so a creation cut short, say by a
+    /// cluster leader losing leadership midway, is completed by the next attempt, and an
+    /// account an admin deleted stays deleted). Later, a password given here replaces a
+    /// default one still in use (and is ignored otherwise).
     pub async fn ensure_initial(&self, admin: Option<String>, ops: Option<String>) -> Result<()> {
         let initial = [
             ("admin", "Strata administrator", ADMINS, admin),
             ("ops", "Strata operator", OPS, ops),
         ];
-        if !self.initialised() {
-            for (login, full, group, password) in initial {
+        let engine = self.engine()?;
+        for (login, full, group, password) in initial {
+            let never_written = engine
+                .stream_info(&format!("{USER_STREAM_PREFIX}{login}"))
+                .is_none();
+            if never_written {
                 let default = password.is_none();
                 let pw = password.unwrap_or_else(|| DEFAULT_PASSWORD.to_owned());
                 self.create_with(login, full, vec![group.to_owned()], &pw, default)
                     .await?;
-            }
-            return Ok(());
-        }
-        for (login, _, _, password) in initial {
-            if let (Some(pw), Some(r)) = (password, self.get(login)) {
+            } else if let (Some(pw), Some(r)) = (password, self.get(login)) {
                 if r.default_password {
                     self.reset_password(login, &pw).await?;
                     tracing::info!(
@@ -362,7 +357,9 @@ impl Users {
             default_password,
             last_updated_ns: now_ns(),
         };
-        self.store(record).await?;
+        // The list entry first: if the record's write then fails, the login is listed without
+        // a record (skipped at load, created again by a retry), never the other way round (a
+        // record no load would find).
         self.engine()?
             .append_system(
                 USERS_STREAM,
@@ -373,7 +370,7 @@ impl Users {
                 )],
             )
             .await?;
-        Ok(())
+        self.store(record).await
     }
 
     /// Applies `f` to the account's record and stores the result.

@@ -146,3 +146,36 @@ async fn no_accounts_yet_is_retryable_and_not_a_failed_login() {
     users.ensure_initial(None, None).await.unwrap();
     assert!(auth.authenticate(client, "admin", "changeit").await.is_ok());
 }
+
+/// The initial accounts are created one by one, each if its stream was never written: a
+/// creation cut short (the list entry written, the record not: a cluster leader deposed
+/// midway) is completed by the next start, and a deleted initial account stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_accounts_complete_a_creation_cut_short_and_stay_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    engine
+        .append_system(
+            "$users",
+            strata_engine::ExpectedRevision::Any,
+            vec![strata_engine::EventData::json(
+                "$UserCreated",
+                br#"{"loginName":"admin"}"#.to_vec(),
+            )],
+        )
+        .await
+        .unwrap();
+    let users = Arc::new(Users::load(engine.clone()).unwrap());
+    assert!(users.get("admin").is_none());
+    users.ensure_initial(None, None).await.unwrap();
+    assert!(users.get("admin").is_some() && users.get("ops").is_some());
+
+    users.delete("ops").await.unwrap();
+    let users = Arc::new(Users::load(engine.clone()).unwrap());
+    users.ensure_initial(None, None).await.unwrap();
+    assert!(
+        users.get("ops").is_none(),
+        "a deleted initial account came back"
+    );
+    assert!(users.get("admin").is_some());
+}
