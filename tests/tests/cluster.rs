@@ -199,6 +199,20 @@ fn writers_keep_going_through_a_leader_kill_and_a_wiped_node_and_every_node_ends
     });
 }
 
+/// KurrentDB gossip as `node` answers it: (state, alive, "host:port") per member.
+async fn gossip(node: &Server) -> Vec<(i32, bool, String)> {
+    use strata_kurrentdb_proto::event_store::client::{gossip::gossip_client::GossipClient, Empty};
+    let mut g = GossipClient::connect(node.url()).await.unwrap();
+    let info = g.read(Empty {}).await.unwrap().into_inner();
+    info.members
+        .into_iter()
+        .map(|m| {
+            let ep = m.http_end_point.unwrap();
+            (m.state, m.is_alive, format!("{}:{}", ep.address, ep.port))
+        })
+        .collect()
+}
+
 /// The node that takes an append now (a probe event, on its own stream).
 async fn leader_of(clients: &Arc<Mutex<HashMap<u64, Client>>>) -> u64 {
     let probe = clients.lock().unwrap().clone();
@@ -293,12 +307,14 @@ fn peers_need_a_certificate_from_the_cluster_ca() {
     });
 }
 
+/// What follows the leader. KurrentDB gossip on every node lists every member, the leader
+/// as such, and marks a dead one; a follower redirects leader reads to the leader's endpoint.
 /// Consumer groups run on the leader only: a follower refuses them; after the leader is
 /// killed the next leader resumes each group from its last checkpoint (messages acked since
 /// may come again, none is skipped); a leader that is deposed ends its consumers with
 /// UNAVAILABLE so they reconnect to the new one.
 #[test]
-fn consumer_groups_run_on_the_leader_and_resume_on_the_next_one() {
+fn gossip_leader_reads_and_consumer_groups_follow_the_leader() {
     rt().block_on(async {
         let mut cluster = start_cluster(40, |_| vec![]);
         let clients = Arc::new(Mutex::new(clients(&cluster).await));
@@ -315,15 +331,51 @@ fn consumer_groups_run_on_the_leader_and_resume_on_the_next_one() {
         let all = clients.lock().unwrap().clone();
         let follower = *all.keys().find(|&&id| id != leader).unwrap();
 
-        // A read that requires the leader: refused by a follower, complete on the leader.
+        // KurrentDB gossip on every node names every member where clients reach it, and the
+        // leader as the one that takes appends.
+        use strata_kurrentdb_proto::event_store::client::gossip::member_info::VNodeState;
+        let addrs: HashMap<u64, String> = cluster.nodes.iter().map(|(id, n)| (*id, n.addr.to_string())).collect();
+        let addr_of = |id: u64| addrs[&id].clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for id in 1..=3 {
+            loop {
+                let mut members = gossip(&cluster.nodes[&id]).await;
+                members.sort_by(|a, b| a.2.cmp(&b.2));
+                let mut want: Vec<(i32, bool, String)> = (1..=3)
+                    .map(|n| {
+                        let state = if n == leader { VNodeState::Leader } else { VNodeState::Follower };
+                        (state as i32, true, addr_of(n))
+                    })
+                    .collect();
+                want.sort_by(|a, b| a.2.cmp(&b.2));
+                if members == want {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {id}'s gossip: {members:?}, expected {want:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+
+        // A read that requires the leader: a follower points at the leader as KurrentDB does
+        // (NOT_FOUND "Leader info available" with the leader's endpoint in trailers); the
+        // leader answers it.
+        let mut raw = strata_proto::v1::streams_client::StreamsClient::connect(cluster.nodes[&follower].url()).await.unwrap();
+        let mut req = tonic::Request::new(strata_proto::v1::ReadRequest { stream: "orders-1".into(), ..Default::default() });
+        req.metadata_mut().insert("requires-leader", "true".parse().unwrap());
+        let status = match raw.read(req).await {
+            Err(s) => s,
+            Ok(r) => match r.into_inner().message().await {
+                Err(s) => s,
+                other => panic!("a follower served a leader read: {other:?}"),
+            },
+        };
+        assert_eq!((status.code(), status.message()), (tonic::Code::NotFound, "Leader info available"));
+        let trailer = |k: &str| status.metadata().get(k).map(|v| v.to_str().unwrap().to_owned());
+        let (host, port) = addr_of(leader).rsplit_once(':').map(|(h, p)| (h.to_owned(), p.to_owned())).unwrap();
+        assert_eq!((trailer("leader-endpoint-host"), trailer("leader-endpoint-port")), (Some(host), Some(port)));
         let leader_read = |c: Client| async move {
             c.read_stream("orders-1", strata_client::ReadOptions::default().require_leader()).await?.try_collect::<Vec<_>>().await
         };
-        let refused = leader_read(all[&follower].clone()).await.unwrap_err();
-        assert!(
-            matches!(&refused, strata_client::Error::Server { code: tonic::Code::FailedPrecondition, message } if message.contains("requires the leader")),
-            "a follower answered a leader read with {refused:?}"
-        );
         assert_eq!(leader_read(all[&leader].clone()).await.unwrap().len(), 100);
 
         let refused = all[&follower].create_group("orders-1", "billing", strata_tests::group_from_start()).await.unwrap_err();
@@ -350,6 +402,20 @@ fn consumer_groups_run_on_the_leader_and_resume_on_the_next_one() {
         cluster.nodes.get_mut(&leader).unwrap().kill();
         clients.lock().unwrap().remove(&leader);
         drop(consumer);
+
+        // Gossip on a survivor reports the dead member as not alive, and another leader.
+        let survivor = &cluster.nodes[&follower];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let members = gossip(survivor).await;
+            let dead = members.iter().find(|m| m.2 == addr_of(leader)).map(|m| m.1);
+            let leaders: Vec<&String> = members.iter().filter(|m| m.0 == VNodeState::Leader as i32 && m.1).map(|m| &m.2).collect();
+            if dead == Some(false) && leaders.len() == 1 && *leaders[0] != addr_of(leader) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "gossip after the leader's death: {members:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
 
         // The next leader runs the group from its checkpoint.
         let deadline = Instant::now() + Duration::from_secs(30);

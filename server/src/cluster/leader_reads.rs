@@ -1,8 +1,10 @@
 //! Requests that ask for the leader (`requires-leader: true`, as KurrentDB clients and
 //! `ReadOptions::require_leader` send it). On a cluster node such a request is served only
 //! once this node has confirmed that it still leads and has applied everything committed up
-//! to then, so a read sees every append acknowledged before it was sent; a follower refuses
-//! it. Without a cluster (or without the header) requests pass untouched.
+//! to then, so a read sees every append acknowledged before it was sent. A follower answers
+//! as KurrentDB does: NOT_FOUND "Leader info available" with the leader's client endpoint in
+//! the `leader-endpoint-host` / `leader-endpoint-port` trailers, which KurrentDB clients follow.
+//! Without a cluster (or without the header) requests pass untouched.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,17 +15,38 @@ use std::task::{Context, Poll};
 use openraft::error::{LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
 use strata_replication::{Raft, TypeConfig};
+
+use super::members::Members;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::Status;
 
-/// The node's Raft, once the cluster has started (empty on a single node).
+/// The node's Raft and member table, once the cluster has started (empty on a single node).
 #[derive(Clone, Default)]
-pub struct LeaderReads(Arc<OnceLock<Raft>>);
+pub struct LeaderReads(Arc<OnceLock<(Raft, Arc<Members>)>>);
 
 impl LeaderReads {
-    pub fn set(&self, raft: Raft) {
-        let _ = self.0.set(raft);
+    pub fn set(&self, raft: Raft, members: Arc<Members>) {
+        let _ = self.0.set((raft, members));
+    }
+}
+
+/// KurrentDB's answer to a leader request that reached a follower.
+fn leader_is_elsewhere(members: &Members, leader: u64) -> Status {
+    match members.client_endpoint(leader) {
+        Some((host, port)) => {
+            let mut status = Status::not_found("Leader info available");
+            let m = status.metadata_mut();
+            if let (Ok(h), Ok(p)) = (host.parse(), port.to_string().parse()) {
+                m.insert("leader-endpoint-host", h);
+                m.insert("leader-endpoint-port", p);
+            }
+            status
+        }
+        // Not heard from yet: say who leads; the client retries.
+        None => Status::unavailable(format!(
+            "the request requires the leader (requires-leader), and this node is not the leader; node {leader} is, at an address not known here yet: retry"
+        )),
     }
 }
 
@@ -43,17 +66,15 @@ fn requires_leader(req: &Request<Body>) -> bool {
 
 /// Confirms leadership: by the leader's lease when it is fresh, else by a round of
 /// heartbeats to a majority (read index).
-async fn confirm(raft: &Raft) -> Result<(), Status> {
+async fn confirm(raft: &Raft, members: &Members) -> Result<(), Status> {
     let explain = |e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>| {
         match e {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
-            Status::failed_precondition(match f.leader_id {
-                Some(leader) => format!(
-                    "the request requires the leader (requires-leader), and this node is not the leader; node {leader} is"
-                ),
-                None => "the request requires the leader (requires-leader), and no leader is known (an election may be under way)".into(),
-            })
-        }
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => match f.leader_id {
+            Some(leader) => leader_is_elsewhere(members, leader),
+            None => Status::unavailable(
+                "the request requires the leader (requires-leader), and no leader is known (an election may be under way): retry",
+            ),
+        },
         other => Status::unavailable(format!(
             "this node could not confirm that it still leads: {other}; retry"
         )),
@@ -109,10 +130,10 @@ where
         // The inner service was made ready by poll_ready: take it, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let raft = self.raft.0.get().filter(|_| requires_leader(&req)).cloned();
+        let cluster = self.raft.0.get().filter(|_| requires_leader(&req)).cloned();
         Box::pin(async move {
-            if let Some(raft) = raft {
-                if let Err(status) = confirm(&raft).await {
+            if let Some((raft, members)) = cluster {
+                if let Err(status) = confirm(&raft, &members).await {
                     return Ok(status.into_http());
                 }
             }

@@ -6,6 +6,7 @@
 
 pub mod leader_reads;
 pub mod leadership;
+pub mod members;
 mod network;
 mod service;
 mod wire;
@@ -127,6 +128,8 @@ impl ClusterArgs {
 /// A running cluster node.
 pub struct Node {
     pub raft: Raft,
+    /// Every member as clients should see it (KurrentDB gossip).
+    pub members: Arc<members::Members>,
     engine: Arc<Engine>,
 }
 
@@ -142,10 +145,12 @@ impl Node {
 
 /// Starts this node's Raft over `engine` (opened as a cluster node), its peer listener, and
 /// the writer's path into Raft; initialises the cluster if asked to and never done.
+/// `client` is where clients reach this node (host, port), as its peers will report it.
 pub async fn start(
     args: &ClusterArgs,
     engine: Arc<Engine>,
     limits: crate::net::listener::Limits,
+    client: (String, u16),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Node, String> {
     let (id, listen, voters) = args.check()?;
@@ -168,10 +173,11 @@ pub async fn start(
         }
     };
     let store = LogStore::new(engine.clone()).map_err(|e| e.to_string())?;
+    let network = network::Network { tls: client_tls };
     let raft = Raft::new(
         id,
         config,
-        network::Network { tls: client_tls },
+        network.clone(),
         store,
         StateMachine::new(engine.clone()),
     )
@@ -184,8 +190,16 @@ pub async fn start(
             .map_err(|e| format!("cannot listen for peers on {listen}: {e}"))?,
     );
     let incoming = crate::net::listener::incoming(listener, limits, acceptor);
+    let me = strata_proto::cluster::NodeDescription {
+        node_id: id,
+        client_host: client.0,
+        client_port: u32::from(client.1),
+        instance_id: crate::kurrent::cluster::instance_id().to_string(),
+    };
+    let members = members::Members::start(raft.clone(), network, me.clone(), stop.clone());
     let peers = strata_proto::cluster::raft_server::RaftServer::new(service::PeerService {
         raft: raft.clone(),
+        me,
     })
     .max_decoding_message_size(256 * 1024 * 1024);
     tokio::spawn(async move {
@@ -221,5 +235,9 @@ pub async fn start(
         }
     }
     tracing::info!(node = id, %listen, tls = args.cluster_tls_cert.is_some(), "cluster node started");
-    Ok(Node { raft, engine })
+    Ok(Node {
+        raft,
+        members,
+        engine,
+    })
 }

@@ -34,9 +34,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer {
+            target,
+            client: self.connect(target, &node.addr),
+        }
+    }
+}
+
+impl Network {
+    /// A lazily connecting client of node `target`'s peer listener at `addr`.
+    pub fn connect(&self, target: u64, addr: &str) -> Result<RaftClient<Channel>, String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let client = Endpoint::from_shared(format!("{scheme}://{}", node.addr))
-            .map_err(|e| format!("node {target}'s address {}: {e}", node.addr))
+        Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("node {target}'s address {addr}: {e}"))
             .and_then(|ep| match &self.tls {
                 Some(tls) => ep.tls_config(tls.clone()).map_err(|e| e.to_string()),
                 None => Ok(ep),
@@ -49,8 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 )
                 .max_decoding_message_size(256 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024)
-            });
-        Peer { target, client }
+            })
     }
 }
 

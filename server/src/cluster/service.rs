@@ -1,7 +1,7 @@
 //! The cluster listener's service: Raft messages from peers handed to this node's Raft.
 
 use strata_proto::cluster::raft_server::Raft as RaftService;
-use strata_proto::cluster::{AppendRequest, Reply, VoteRequest};
+use strata_proto::cluster::{AppendRequest, DescribeRequest, NodeDescription, Reply, VoteRequest};
 use strata_replication::Raft;
 use tonic::{Request, Response, Status};
 
@@ -9,6 +9,8 @@ use super::wire;
 
 pub struct PeerService {
     pub raft: Raft,
+    /// What this node tells peers about itself.
+    pub me: NodeDescription,
 }
 
 #[tonic::async_trait]
@@ -29,5 +31,12 @@ impl RaftService for PeerService {
             self.raft.vote(rpc).await
         };
         Ok(Response::new(wire::encode_reply(&r)))
+    }
+
+    async fn describe(
+        &self,
+        _req: Request<DescribeRequest>,
+    ) -> Result<Response<NodeDescription>, Status> {
+        Ok(Response::new(self.me.clone()))
     }
 }

@@ -1,4 +1,5 @@
-//! `event_store.client.gossip.Gossip` (a one-member cluster: this server, the leader) and
+//! `event_store.client.gossip.Gossip` (a single node: one member, the leader; a cluster node:
+//! every member, as [`ClusterMembers`] reports them) and
 //! `event_store.client.server_features.ServerFeatures` (what this mapping implements).
 
 use std::sync::LazyLock;
@@ -13,18 +14,62 @@ use super::uuid_to;
 
 static INSTANCE: LazyLock<Uuid> = LazyLock::new(Uuid::new_v4);
 
+/// This process's instance ID, as gossip reports it (new at every start).
+pub fn instance_id() -> Uuid {
+    *INSTANCE
+}
+
+/// One cluster member as gossip reports it.
+pub struct GossipMember {
+    pub instance_id: Uuid,
+    pub state: kg::member_info::VNodeState,
+    pub is_alive: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The members of this node's cluster, with their client endpoints and roles.
+pub trait ClusterMembers: Send + Sync {
+    fn members(&self) -> Vec<GossipMember>;
+}
+
 /// What gossip advertises: the configured host and port (`--advertise-host`,
 /// `--advertise-port`), each defaulting to the host and port the client asked for (the
 /// request's `:authority`), else the local address its connection reached.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct KurrentGossip {
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// On a cluster node: every member (the advertised host and port above are then this
+    /// node's own, as its peers learn them).
+    pub cluster: Option<std::sync::Arc<dyn ClusterMembers>>,
 }
 
 #[tonic::async_trait]
 impl kg::gossip_server::Gossip for KurrentGossip {
     async fn read(&self, request: Request<kc::Empty>) -> Result<Response<kg::ClusterInfo>, Status> {
+        let ticks = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            / 100;
+        if let Some(cluster) = &self.cluster {
+            let members = cluster
+                .members()
+                .into_iter()
+                .map(|m| kg::MemberInfo {
+                    instance_id: Some(uuid_to(m.instance_id, false)),
+                    time_stamp: ticks as i64,
+                    state: m.state as i32,
+                    is_alive: m.is_alive,
+                    http_end_point: Some(kg::EndPoint {
+                        address: m.host,
+                        port: u32::from(m.port),
+                    }),
+                })
+                .collect();
+            return Ok(Response::new(kg::ClusterInfo { members }));
+        }
         let local = request
             .extensions()
             .get::<crate::net::listener::PeerInfo>()
@@ -43,11 +88,6 @@ impl kg::gossip_server::Gossip for KurrentGossip {
             .port
             .or_else(|| asked.and_then(|a| a.port))
             .unwrap_or(local.port());
-        let ticks = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            / 100;
         Ok(Response::new(kg::ClusterInfo {
             members: vec![kg::MemberInfo {
                 instance_id: Some(uuid_to(*INSTANCE, false)),

@@ -47,6 +47,19 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// recovers at the next start as after a crash, losing nothing acknowledged).
 const HARD_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Where clients reach this node, as a cluster node tells its peers: `--advertise-host` /
+/// `--advertise-port`, else the client listener's address (its IP when bound to one, the
+/// peer listener's when bound to all interfaces).
+fn client_endpoint(args: &ServeArgs, listening: std::net::SocketAddr) -> (String, u16) {
+    let host = args.advertise_host.clone().unwrap_or_else(|| {
+        match (listening.ip().is_unspecified(), args.cluster.cluster_listen) {
+            (true, Some(peer)) => peer.ip().to_string(),
+            _ => listening.ip().to_string(),
+        }
+    });
+    (host, args.advertise_port.unwrap_or(listening.port()))
+}
+
 /// SIGTERM and SIGINT handlers, installed as the server starts: a signal that arrives during
 /// recovery or just after the port opens still means a clean shutdown, not the default
 /// action (an abrupt exit).
@@ -243,14 +256,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let cluster = if args.cluster.enabled() {
         Some(
-            crate::cluster::start(&args.cluster, engine.clone(), limits, shutdown_rx.clone())
-                .await?,
+            crate::cluster::start(
+                &args.cluster,
+                engine.clone(),
+                limits,
+                client_endpoint(&args, addr),
+                shutdown_rx.clone(),
+            )
+            .await?,
         )
     } else {
         None
     };
     if let Some(node) = &cluster {
-        leader_reads.set(node.raft.clone());
+        leader_reads.set(node.raft.clone(), node.members.clone());
     }
 
     // Set when shutdown begins, so the background check lets go of the store.
@@ -372,6 +391,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             .add_service(KGossipServer::new(KurrentGossip {
                 host: args.advertise_host.clone(),
                 port: args.advertise_port,
+                cluster: cluster
+                    .as_ref()
+                    .map(|n| n.members.clone() as Arc<dyn crate::kurrent::cluster::ClusterMembers>),
             }))
             .add_service(KFeaturesServer::new(KurrentFeatures))
             .add_service(k_users),
