@@ -2,6 +2,7 @@
 //! whichever node leads (recording every operation in a [`History`]), waiting until every
 //! node shows the same `$all`, and comparing the nodes' log files byte for byte.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,65 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::history::{History, Outcome, Seen};
+
+/// A free port on `ip` (bound and released: the cluster listeners need known addresses).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three `strata serve` processes run as one cluster on loopback (see [`start_cluster`]).
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, crate::Server>,
+    /// The peer listeners, by node.
+    pub peer_addrs: Vec<String>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// Node `i` listens for clients on 127.0.0.(base+i) and for peers on the same address.
+pub fn start_cluster(base: u8, extra: impl Fn(u64) -> Vec<String>) -> Cluster {
+    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.0.{}", base + i)).collect();
+    let peers: Vec<String> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| format!("{}={ip}:{}", i + 1, free_port(ip)))
+        .collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3u64 {
+        let i = id as usize - 1;
+        let cluster_listen = peers[i].split_once('=').unwrap().1.to_owned();
+        let mut args = vec![
+            "--node-id".to_owned(),
+            id.to_string(),
+            "--cluster-listen".into(),
+            cluster_listen,
+            "--peers".into(),
+            peers.join(","),
+        ];
+        if id == 1 {
+            args.push("--cluster-init".into());
+        }
+        args.extend(extra(id));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.insert(
+            id,
+            crate::Server::start_on(dirs[i].path(), &format!("{}:0", ips[i]), &args),
+        );
+    }
+    let peer_addrs = peers
+        .iter()
+        .map(|p| p.split_once('=').unwrap().1.to_owned())
+        .collect();
+    Cluster {
+        nodes,
+        peer_addrs,
+        _dirs: dirs,
+    }
+}
 
 /// Appends one event through whichever of `nodes` accepts it, retrying with the same event ID
 /// (idempotent) until `give_up`, and records the operation in `history`. A follower's "not the

@@ -7,7 +7,7 @@
 //! nodes' logs are identical byte for byte. With mutual TLS, a peer without a certificate from
 //! the cluster CA is refused. (Partitions: `cluster_partitions.rs`.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,67 +16,11 @@ use futures::{StreamExt, TryStreamExt};
 use strata_client::{
     Client, EventData, ExpectedRevision, GroupMessage, SubscribeFrom, SubscriptionMessage,
 };
-use strata_tests::cluster::{append_recorded, assert_identical_logs, converged, event, log_tails};
+use strata_tests::cluster::{
+    append_recorded, assert_identical_logs, converged, event, log_tails, start_cluster, Cluster,
+};
 use strata_tests::history::{History, Outcome};
 use strata_tests::{rt, Server};
-
-/// A free port on `ip` (bound and released: the cluster listeners need known addresses).
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Cluster {
-    nodes: BTreeMap<u64, Server>,
-    /// The peer listeners, by node.
-    peer_addrs: Vec<String>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-/// Node `i` listens for clients on 127.0.0.(base+i) and for peers on the same address.
-fn start_cluster(base: u8, extra: impl Fn(u64) -> Vec<String>) -> Cluster {
-    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.0.{}", base + i)).collect();
-    let peers: Vec<String> = ips
-        .iter()
-        .enumerate()
-        .map(|(i, ip)| format!("{}={ip}:{}", i + 1, free_port(ip)))
-        .collect();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3u64 {
-        let i = id as usize - 1;
-        let cluster_listen = peers[i].split_once('=').unwrap().1.to_owned();
-        let mut args = vec![
-            "--node-id".to_owned(),
-            id.to_string(),
-            "--cluster-listen".into(),
-            cluster_listen,
-            "--peers".into(),
-            peers.join(","),
-        ];
-        if id == 1 {
-            args.push("--cluster-init".into());
-        }
-        args.extend(extra(id));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.insert(
-            id,
-            Server::start_on(dirs[i].path(), &format!("{}:0", ips[i]), &args),
-        );
-    }
-    let peer_addrs = peers
-        .iter()
-        .map(|p| p.split_once('=').unwrap().1.to_owned())
-        .collect();
-    Cluster {
-        nodes,
-        peer_addrs,
-        _dirs: dirs,
-    }
-}
 
 /// A client that does not retry by itself: the writers choose another node instead.
 async fn client_of(n: &Server) -> Client {
@@ -373,6 +317,7 @@ fn gossip_leader_reads_and_consumer_groups_follow_the_leader() {
         let trailer = |k: &str| status.metadata().get(k).map(|v| v.to_str().unwrap().to_owned());
         let (host, port) = addr_of(leader).rsplit_once(':').map(|(h, p)| (h.to_owned(), p.to_owned())).unwrap();
         assert_eq!((trailer("leader-endpoint-host"), trailer("leader-endpoint-port")), (Some(host), Some(port)));
+        assert_eq!(trailer("exception").as_deref(), Some("not-leader"));
         let leader_read = |c: Client| async move {
             c.read_stream("orders-1", strata_client::ReadOptions::default().require_leader()).await?.try_collect::<Vec<_>>().await
         };

@@ -2,8 +2,9 @@
 //! `ReadOptions::require_leader` send it). On a cluster node such a request is served only
 //! once this node has confirmed that it still leads and has applied everything committed up
 //! to then, so a read sees every append acknowledged before it was sent. A follower answers
-//! as KurrentDB does: NOT_FOUND "Leader info available" with the leader's client endpoint in
-//! the `leader-endpoint-host` / `leader-endpoint-port` trailers, which KurrentDB clients follow.
+//! as KurrentDB does: NOT_FOUND "Leader info available" with the trailers `exception:
+//! not-leader` and the leader's client endpoint in `leader-endpoint-host` /
+//! `leader-endpoint-port`, which KurrentDB clients follow.
 //! Without a cluster (or without the header) requests pass untouched.
 
 use std::convert::Infallible;
@@ -37,6 +38,8 @@ fn leader_is_elsewhere(members: &Members, leader: u64) -> Status {
         Some((host, port)) => {
             let mut status = Status::not_found("Leader info available");
             let m = status.metadata_mut();
+            // KurrentDB's exception trailer: clients recognise the redirect by it.
+            m.insert("exception", "not-leader".parse().expect("ASCII"));
             if let (Ok(h), Ok(p)) = (host.parse(), port.to_string().parse()) {
                 m.insert("leader-endpoint-host", h);
                 m.insert("leader-endpoint-port", p);

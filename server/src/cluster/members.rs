@@ -1,7 +1,9 @@
-//! Client-facing membership: every node asks its peers every second what they are and where
+//! Client-facing membership: every node asks its peers twice a second what they are and where
 //! clients reach them (the `Describe` call on the peer listener), so that any node can tell a
 //! KurrentDB client the whole cluster: each member's client endpoint, whether it is alive
-//! (answered within the last 3 s) and its role (from this node's Raft: the leader it knows).
+//! (its last answer was a success, within the last 2 s: a refused or timed-out call marks it
+//! dead at once, so clients stop choosing a dead leader) and its role (from this node's Raft:
+//! the leader it knows).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,16 +20,22 @@ use uuid::Uuid;
 use super::network::Network;
 use crate::kurrent::cluster::{ClusterMembers, GossipMember};
 
-/// How often peers are asked.
-const POLL: Duration = Duration::from_secs(1);
+/// How often peers are asked, and how long an answer may take.
+const POLL: Duration = Duration::from_millis(500);
 /// A peer that has not answered for this long is reported dead.
-const ALIVE_FOR: Duration = Duration::from_secs(3);
+const ALIVE_FOR: Duration = Duration::from_secs(2);
+
+/// What a peer last said, when it last answered, and whether the latest call failed.
+struct Seen {
+    description: NodeDescription,
+    answered: Instant,
+    failing: bool,
+}
 
 pub struct Members {
     me: NodeDescription,
     raft: Raft,
-    /// What each peer last said, and when.
-    seen: Mutex<HashMap<u64, (NodeDescription, Instant)>>,
+    seen: Mutex<HashMap<u64, Seen>>,
 }
 
 impl Members {
@@ -70,14 +78,23 @@ impl Members {
                     let mut c = client;
                     let mut req = tonic::Request::new(DescribeRequest {});
                     req.set_timeout(POLL);
-                    if let Ok(Ok(d)) = tokio::time::timeout(POLL, c.describe(req)).await {
-                        let d = d.into_inner();
-                        if d.node_id == key.0 {
-                            polling
-                                .seen
-                                .lock()
-                                .unwrap()
-                                .insert(key.0, (d, Instant::now()));
+                    let answer = tokio::time::timeout(POLL, c.describe(req)).await;
+                    let mut seen = polling.seen.lock().unwrap();
+                    match answer {
+                        Ok(Ok(d)) if d.get_ref().node_id == key.0 => {
+                            seen.insert(
+                                key.0,
+                                Seen {
+                                    description: d.into_inner(),
+                                    answered: Instant::now(),
+                                    failing: false,
+                                },
+                            );
+                        }
+                        _ => {
+                            if let Some(s) = seen.get_mut(&key.0) {
+                                s.failing = true;
+                            }
                         }
                     }
                 }
@@ -98,8 +115,12 @@ impl Members {
             return Some((self.me.client_host.clone(), self.me.client_port as u16));
         }
         let seen = self.seen.lock().unwrap();
-        seen.get(&id)
-            .map(|(d, _)| (d.client_host.clone(), d.client_port as u16))
+        seen.get(&id).map(|s| {
+            (
+                s.description.client_host.clone(),
+                s.description.client_port as u16,
+            )
+        })
     }
 }
 
@@ -119,8 +140,11 @@ impl ClusterMembers for Members {
                 let (d, alive) = if id == self.me.node_id {
                     (&self.me, true)
                 } else {
-                    let (d, at) = seen.get(&id)?;
-                    (d, at.elapsed() < ALIVE_FOR)
+                    let s = seen.get(&id)?;
+                    (
+                        &s.description,
+                        !s.failing && s.answered.elapsed() < ALIVE_FOR,
+                    )
                 };
                 let state = match m.current_leader {
                     Some(l) if l == id && alive => VNodeState::Leader,
