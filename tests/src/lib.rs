@@ -444,9 +444,42 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
-    /// Sends a signal (e.g. SIGSTOP / SIGCONT to freeze and thaw the server).
+    /// Sends a signal (e.g. SIGSTOP / SIGCONT to freeze and thaw the server). SIGSTOP returns
+    /// only once every thread of the server is stopped (delivery is asynchronous: a thread
+    /// in the middle of a system call stops when it returns), so what the test does next
+    /// meets a frozen server.
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.pid() as i32, sig) };
+        if sig == libc::SIGSTOP {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.all_threads_stopped() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the server did not stop within 10 s of SIGSTOP"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Whether every thread's state in `/proc` is "stopped".
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state follows the parenthesised command name.
+                    let after = stat.rsplit_once(')')?.1;
+                    after
+                        .split_whitespace()
+                        .next()
+                        .map(|s| s == "T" || s == "t")
+                })
+                .unwrap_or(false)
+        })
     }
 
     /// SIGKILL, and wait for the process to be gone.
