@@ -188,26 +188,44 @@ pub fn log_bytes(dir: &Path) -> Vec<u8> {
     out
 }
 
-/// Asserts that the stopped nodes' logs are identical byte for byte (after a quiet period
-/// every entry is committed, so the commit point is the end of each log).
-pub fn assert_identical_logs(dirs: &[(u64, &Path)]) {
-    let (first, reference) = (dirs[0].0, log_bytes(dirs[0].1));
-    assert!(!reference.is_empty(), "node {first} has an empty log");
-    for (node, dir) in &dirs[1..] {
-        let other = log_bytes(dir);
-        if other != reference {
-            let at = reference
-                .iter()
-                .zip(&other)
-                .position(|(a, b)| a != b)
-                .unwrap_or(reference.len().min(other.len()));
-            panic!(
-                "the logs of node {first} ({} bytes) and node {node} ({} bytes) differ from byte {at}",
-                reference.len(),
-                other.len()
-            );
+/// Asserts that the running nodes' logs are identical byte for byte. Each attempt freezes
+/// every node with SIGSTOP (so no election can append a new leader's entry to some logs and
+/// not others, as stopping them one by one would let happen), compares, and thaws them; an
+/// entry still on its way to a follower makes an attempt differ, so up to 40 attempts are
+/// made, 250 ms apart.
+pub fn assert_identical_logs(nodes: &[(u64, &crate::Server)]) {
+    let mut last = String::new();
+    for _ in 0..40 {
+        for (_, n) in nodes {
+            n.signal(libc::SIGSTOP);
         }
+        let logs: Vec<(u64, Vec<u8>)> = nodes
+            .iter()
+            .map(|(id, n)| (*id, log_bytes(&n.dir)))
+            .collect();
+        for (_, n) in nodes {
+            n.signal(libc::SIGCONT);
+        }
+        let (first, reference) = &logs[0];
+        assert!(!reference.is_empty(), "node {first} has an empty log");
+        match logs[1..].iter().find(|(_, other)| other != reference) {
+            None => return,
+            Some((node, other)) => {
+                let at = reference
+                    .iter()
+                    .zip(other)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(reference.len().min(other.len()));
+                last = format!(
+                    "the logs of node {first} ({} bytes) and node {node} ({} bytes) differ from byte {at}",
+                    reference.len(),
+                    other.len()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
+    panic!("{last} (for 10 s)");
 }
 
 /// The last `lines` lines of each node's log, for a failure message.
