@@ -257,6 +257,8 @@ fn health_answers_not_serving_while_recovery_runs() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The pinger stops at its first success (or its deadline): only then may the server go.
+    let outcomes = pinger.join().unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     assert_eq!(
@@ -265,7 +267,6 @@ fn health_answers_not_serving_while_recovery_runs() {
         "statuses seen: {seen:?}"
     );
     assert_eq!(seen.last().map(String::as_str), Some("SERVING"), "{seen:?}");
-    let outcomes = pinger.join().unwrap();
     assert_eq!(
         outcomes.last().map(String::as_str),
         Some("ok"),
