@@ -20,6 +20,11 @@ pub struct RaftProposer {
     /// How long a batch may wait for a majority before its appenders are told it was not
     /// acknowledged (it may still commit later; a retry is idempotent).
     timeout: Duration,
+    /// A batch whose appenders were told it was not acknowledged but which is still in this
+    /// leader's log, with the term it was proposed in: it may yet commit, so no batch may be
+    /// planned against state without it until it is resolved (committed and applied, or
+    /// refused) or the term has changed.
+    unresolved: std::sync::Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
 }
 
 impl RaftProposer {
@@ -29,6 +34,7 @@ impl RaftProposer {
             term: std::sync::Mutex::new(None),
             runtime,
             timeout,
+            unresolved: std::sync::Mutex::new(None),
         }
     }
 }
@@ -64,8 +70,38 @@ pub fn ready(m: &openraft::RaftMetrics<TypeConfig>) -> bool {
             .is_some_and(|l| l.leader_id.term == m.current_term && l.leader_id.node_id == m.id)
 }
 
+impl RaftProposer {
+    /// Waits (at most the commit timeout) for a batch that timed out earlier in this term.
+    fn settle_unresolved(&self) -> Result<(), Refusal> {
+        let mut unresolved = self.unresolved.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((term, handle)) = unresolved.as_mut() else {
+            return Ok(());
+        };
+        if handle.is_finished() || *term != self.metrics().current_term {
+            // Resolved; or the term changed, and a leader of the new term plans only once it
+            // has applied an entry of its own term, after this one's fate is settled.
+            *unresolved = None;
+            return Ok(());
+        }
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.timeout, handle).await })
+        {
+            Ok(_) => {
+                *unresolved = None;
+                Ok(())
+            }
+            Err(_) => Err(Refusal::NotAcknowledged(format!(
+                "an earlier batch of this leader has waited for a majority for over {} ms (the cluster may have lost its quorum)",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+}
+
 impl Proposer for RaftProposer {
     fn prepare(&self) -> Result<(), Refusal> {
+        self.settle_unresolved()?;
         let m = self.metrics();
         if m.current_leader != Some(m.id) {
             return Err(match m.current_leader {
@@ -107,17 +143,30 @@ impl Proposer for RaftProposer {
                 "leadership changed while the batch was being prepared; retry".into(),
             ));
         }
-        let write = self.raft.client_write(Batch(body));
+        // The write runs as its own task, so that one that outlives the timeout is still
+        // followed to its end (see `unresolved`).
+        let raft = self.raft.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let write = self.runtime.spawn(async move {
+            let _ = tx.send(raft.client_write(Batch(body)).await);
+        });
         match self
             .runtime
-            .block_on(async { tokio::time::timeout(self.timeout, write).await })
+            .block_on(async { tokio::time::timeout(self.timeout, rx).await })
         {
-            Ok(Ok(r)) => Ok(r.data),
-            Ok(Err(e)) => Err(explain(e)),
-            Err(_) => Err(Refusal::NotAcknowledged(format!(
-                "no majority acknowledged the batch within {} ms (the cluster may have lost its quorum)",
-                self.timeout.as_millis()
-            ))),
+            Ok(Ok(Ok(r))) => Ok(r.data),
+            Ok(Ok(Err(e))) => Err(explain(e)),
+            Ok(Err(_)) => Err(Refusal::NotAcknowledged(
+                "the batch's proposal ended without an answer; retry".into(),
+            )),
+            Err(_) => {
+                *self.unresolved.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((m.current_term, write));
+                Err(Refusal::NotAcknowledged(format!(
+                    "no majority acknowledged the batch within {} ms (the cluster may have lost its quorum)",
+                    self.timeout.as_millis()
+                )))
+            }
         }
     }
 }
