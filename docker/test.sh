@@ -68,6 +68,16 @@ fail() {
   exit 1
 }
 
+# output_has PATTERN CMD...: CMD's output (stdout and stderr) contains PATTERN. The output
+# is captured before grep reads it: `cmd | grep -q` fails under pipefail whenever grep
+# exits at its first match while cmd is still writing (cmd dies of SIGPIPE).
+output_has() {
+  local pattern=$1 out
+  shift
+  out=$("$@" 2>&1) || true
+  grep -q -e "$pattern" <<<"$out"
+}
+
 ok() {
   passed=$((passed + 1))
   say "ok: $*"
@@ -107,12 +117,12 @@ say "image $image built in $((SECONDS - t_image))s; size $size bytes ($(awk -v s
   fail "image does not run as the strata user"
 [[ -n $(docker image inspect --format '{{if .Config.Healthcheck}}{{.Config.Healthcheck.Test}}{{end}}' "$image") ]] ||
   fail "image has no HEALTHCHECK"
-docker image inspect --format '{{json .Config.Volumes}}' "$image" | grep -q '"/var/lib/strata"' ||
+output_has '"/var/lib/strata"' docker image inspect --format '{{json .Config.Volumes}}' "$image" ||
   fail "image does not declare the /var/lib/strata volume"
 ok "image config: user 10001, HEALTHCHECK, VOLUME /var/lib/strata"
 
 metrics=0
-if "$bin" serve --help 2>/dev/null | grep -q -- '--metrics-listen'; then metrics=1; fi
+if output_has '--metrics-listen' "$bin" serve --help; then metrics=1; fi
 
 # --- helpers ------------------------------------------------------------------------
 
@@ -142,8 +152,8 @@ wait_ready() {
     case $state in
       "running healthy")
         local hp mp
-        hp=$(docker port "$c" 2113/tcp | head -n 1)
-        mp=$(docker port "$c" 2114/tcp | head -n 1)
+        hp=$(docker port "$c" 2113/tcp | sed -n 1p)
+        mp=$(docker port "$c" 2114/tcp | sed -n 1p)
         url=https://127.0.0.1:${hp##*:}
         metrics_url=https://127.0.0.1:${mp##*:}/metrics
         [[ -s $work/ca.pem ]] || docker cp "$c:/var/lib/strata/certs/ca.pem" "$work/ca.pem" >/dev/null 2>&1 || true
@@ -209,7 +219,7 @@ check_acked() {
     sort "$work/acked-$w" >"$work/want-$w"
     missing=$(comm -23 "$work/want-$w" "$work/have-$w" | wc -l)
     if ((missing > 0)); then
-      comm -23 "$work/want-$w" "$work/have-$w" | head -n 5 >&2
+      comm -23 "$work/want-$w" "$work/have-$w" | sed -n 1,5p >&2
       fail "$missing acknowledged appends to load-$w are missing (of $(wc -l <"$work/want-$w"))"
     fi
     total=$((total + $(wc -l <"$work/want-$w")))
@@ -233,14 +243,14 @@ run_container "$c1"
 wait_ready "$c1"
 ok "container healthy (docker health check and host 'strata health' on $url)"
 
-docker logs "$c1" 2>&1 | grep -q 'listening on 0.0.0.0:2113' ||
+output_has 'listening on 0.0.0.0:2113' docker logs "$c1" ||
   fail "server is not listening on 0.0.0.0:2113 inside the container"
 [[ $(docker exec "$c1" cat /proc/1/comm) == strata ]] || fail "PID 1 is not strata"
 uid=$(docker exec "$c1" awk '/^Uid:/ { print $2 }' /proc/1/status)
 [[ $uid == 10001 ]] || fail "server runs as uid $uid, expected 10001"
 ok "PID 1 is strata as uid 10001, listening on 0.0.0.0:2113"
 
-docker logs "$c1" 2>&1 | grep -q 'secure mode: TLS on' || fail "the container does not run secure by default"
+output_has 'secure mode: TLS on' docker logs "$c1" || fail "the container does not run secure by default"
 set +e
 STRATA_USER= STRATA_PASSWORD= "$bin" append anon-1 --type T --server "$url" >/dev/null 2>&1
 rc_anon=$?
@@ -289,7 +299,7 @@ stop_ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')
 code=$(docker inspect --format '{{.State.ExitCode}}' "$c1")
 [[ $code == 0 ]] || fail "exit code after docker stop is $code, expected 0"
 ((stop_ms < grace * 1000)) || fail "docker stop took ${stop_ms} ms, not within the ${grace} s grace period"
-docker logs "$c1" 2>&1 | grep -q 'store closed cleanly' || fail "no 'store closed cleanly' in the logs"
+output_has 'store closed cleanly' docker logs "$c1" || fail "no 'store closed cleanly' in the logs"
 ok "docker stop under load ($before acked appends so far): exit 0 in ${stop_ms} ms, store closed cleanly"
 
 docker start "$c1" >/dev/null
@@ -314,7 +324,7 @@ c2=$run_id-b
 # A second container, configured through STRATA_* variables: JSON logs.
 run_container "$c2" -e STRATA_LOG_FORMAT=json -e STRATA_DURABILITY=fsync
 wait_ready "$c2"
-docker logs "$c2" 2>&1 | grep '^{' | grep -q 'listening on' ||
+output_has '^{.*listening on' docker logs "$c2" ||
   fail "STRATA_LOG_FORMAT=json did not switch the logs to JSON"
 check_basic
 check_acked
@@ -362,12 +372,12 @@ else
   done
   "$bin" append orders-1 --type OrderPlaced --data '{"total": 42}' >/dev/null ||
     { compose_down; fail "append through the compose port failed"; }
-  "$bin" read orders-1 | grep -q OrderPlaced || { compose_down; fail "read through the compose port failed"; }
-  dc exec -T -e STRATA_SERVER=https://127.0.0.1:2113 -e STRATA_TLS_CA=/var/lib/strata/certs/ca.pem \
-    -e STRATA_USER=admin -e STRATA_PASSWORD="$admin_pw" strata strata read orders-1 |
-    grep -q OrderPlaced || { compose_down; fail "read with the CLI inside the compose container failed"; }
-  curl -fsS --cacert "$STRATA_TLS_CA" -u "admin:$admin_pw" https://127.0.0.1:2114/metrics 2>/dev/null |
-    grep -q strata_append_events_total ||
+  output_has OrderPlaced "$bin" read orders-1 || { compose_down; fail "read through the compose port failed"; }
+  output_has OrderPlaced dc exec -T -e STRATA_SERVER=https://127.0.0.1:2113 \
+    -e STRATA_TLS_CA=/var/lib/strata/certs/ca.pem -e STRATA_USER=admin -e STRATA_PASSWORD="$admin_pw" \
+    strata strata read orders-1 || { compose_down; fail "read with the CLI inside the compose container failed"; }
+  output_has strata_append_events_total \
+    curl -fsS --cacert "$STRATA_TLS_CA" -u "admin:$admin_pw" https://127.0.0.1:2114/metrics ||
     { compose_down; fail "compose metrics port does not serve /metrics"; }
   compose_down
   ok "compose: up -d (secure), append and read from the host and inside the container, metrics on 2114, down -v"
