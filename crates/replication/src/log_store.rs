@@ -169,12 +169,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(self.engine(), move |e| e.truncate_entries_after(index)).await
     }
 
-    async fn purge(&mut self, upto: LogId) -> io::Result<()> {
-        // Snapshots are never built (SnapshotPolicy::Never), so openraft never purges; a
-        // call here means a misconfigured node, and keeping every entry is always safe.
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("purging the log (up to entry {}) is not supported: nodes catch up by replaying the whole log", upto.index),
-        ))
+    async fn purge(&mut self, _upto: LogId) -> io::Result<()> {
+        // The log is the data: nothing is deleted. openraft treats entries up to `upto` as
+        // gone, so a node that needs them is sent a snapshot (see `crate::snapshot`). After a
+        // restart openraft sees the whole log again, which is the truth.
+        Ok(())
     }
 }

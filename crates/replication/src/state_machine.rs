@@ -10,7 +10,8 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 use strata_engine::Engine;
 
-use crate::types::{from_engine, io_err, log_id, LogId, StoredMembership, TypeConfig};
+use crate::snapshot::SnapshotData;
+use crate::types::{entry_id, from_engine, io_err, log_id, LogId, StoredMembership, TypeConfig};
 
 /// The state machine of one node.
 pub struct StateMachine {
@@ -23,52 +24,70 @@ impl StateMachine {
     }
 }
 
-/// Snapshots are not built (nodes catch up by replaying the log); see `docs/replication.md`.
-pub struct NoSnapshots;
-
-fn no_snapshots(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("{what}: snapshots are not supported yet; nodes catch up by replaying the log"),
-    )
+/// Builds snapshots: a description of the committed log, which stays where it is.
+pub struct Builder {
+    engine: Arc<Engine>,
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
-    type SnapshotData = Vec<u8>;
+type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
-    async fn build_snapshot(
-        &mut self,
-    ) -> io::Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>> {
-        Err(no_snapshots("building a snapshot"))
+/// The snapshot of everything this node has committed: the committed entry and the
+/// membership in force there. `None` before anything is committed.
+fn current(engine: &Engine) -> io::Result<Option<Snapshot>> {
+    let (applied, membership) = applied(engine)?;
+    Ok(applied.map(|last| openraft::storage::Snapshot {
+        meta: openraft::storage::SnapshotMeta {
+            last_log_id: Some(last),
+            last_membership: membership,
+        },
+        snapshot: SnapshotData::Log,
+    }))
+}
+
+/// The last applied entry and the membership in force there.
+fn applied(engine: &Engine) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let Some(applied) = engine.committed_entry().map_err(io_err)? else {
+        return Ok((None, StoredMembership::default()));
+    };
+    let membership = match engine.last_membership(applied.index).map_err(io_err)? {
+        None => StoredMembership::default(),
+        Some(m) => {
+            let e = from_engine(m)?;
+            match e.payload {
+                openraft::EntryPayload::Membership(m) => StoredMembership::new(Some(e.log_id), m),
+                _ => return Err(io::Error::other("membership entry of another kind")),
+            }
+        }
+    };
+    Ok((Some(log_id(applied)), membership))
+}
+
+async fn blocking<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    f: impl FnOnce(&Engine) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(io_err)?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        blocking(&self.engine, current)
+            .await?
+            .ok_or_else(|| io::Error::other("no entry is committed yet: nothing to snapshot"))
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Builder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || {
-            let Some(applied) = engine.committed_entry().map_err(io_err)? else {
-                return Ok((None, StoredMembership::default()));
-            };
-            let membership = match engine.last_membership(applied.index).map_err(io_err)? {
-                None => StoredMembership::default(),
-                Some(m) => {
-                    let e = from_engine(m)?;
-                    match e.payload {
-                        openraft::EntryPayload::Membership(m) => {
-                            StoredMembership::new(Some(e.log_id), m)
-                        }
-                        _ => return Err(io::Error::other("membership entry of another kind")),
-                    }
-                }
-            };
-            Ok((Some(log_id(applied)), membership))
-        })
-        .await
-        .map_err(io_err)?
+        blocking(&self.engine, applied).await
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
@@ -105,21 +124,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> Builder {
+        Builder {
+            engine: self.engine.clone(),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &openraft::type_config::alias::SnapshotMetaOf<TypeConfig>,
-        _snapshot: Vec<u8>,
+        meta: &openraft::type_config::alias::SnapshotMetaOf<TypeConfig>,
+        snapshot: SnapshotData,
     ) -> io::Result<()> {
-        Err(no_snapshots("installing a snapshot"))
+        let SnapshotData::Received(received) = snapshot else {
+            return Err(io::Error::other(
+                "a snapshot to install must hold the entries received from the leader",
+            ));
+        };
+        let Some(last) = meta.last_log_id else {
+            return Err(io::Error::other("a snapshot without a last entry"));
+        };
+        let last = entry_id(&last);
+        tracing::info!(
+            last = last.index,
+            "installing a snapshot received from the leader"
+        );
+        blocking(&self.engine, move |e| {
+            crate::snapshot::install(e, &received, last)
+        })
+        .await
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> io::Result<Option<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>>> {
-        Ok(None)
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        blocking(&self.engine, current).await
     }
 }

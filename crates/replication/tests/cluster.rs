@@ -1,11 +1,14 @@
 //! Three nodes in one process, on openraft over an in-memory network: appends through the
 //! leader's engine are acknowledged once a majority holds them, followers refuse appends,
 //! a leader that stops is replaced, a restarted node catches up, and afterwards every node
-//! holds the same entries, the same events at the same positions.
+//! holds the same entries, the same events at the same positions (the restarted node catches
+//! up by a snapshot transfer).
 //! (Multi-process tests with real network isolation are the server's; this one checks the
 //! engine and openraft together, deterministically and fast.)
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,17 +20,29 @@ use openraft::raft::{
 };
 use strata_engine::{AllFrom, Direction, Engine, Error, EventData, ExpectedRevision};
 use strata_replication::types::Vote;
-use strata_replication::{raft_config, LogStore, Raft, RaftProposer, StateMachine, TypeConfig};
+use strata_replication::{
+    raft_config, snapshot, LogStore, Raft, RaftProposer, StateMachine, TypeConfig,
+};
 use tempfile::TempDir;
 
-/// Routes RPCs to the nodes that are up.
+/// Routes RPCs to the nodes that are up. Each node has its own router (`me`); all share the
+/// table of nodes and the count of snapshots sent.
 #[derive(Clone, Default)]
 struct Router {
-    nodes: Arc<Mutex<HashMap<u64, Raft>>>,
+    nodes: Arc<Mutex<HashMap<u64, Up>>>,
+    snapshots: Arc<AtomicUsize>,
+    me: u64,
+}
+
+#[derive(Clone)]
+struct Up {
+    raft: Raft,
+    engine: Arc<Engine>,
+    dir: PathBuf,
 }
 
 impl Router {
-    fn get(&self, id: u64) -> Result<Raft, Unreachable<TypeConfig>> {
+    fn get(&self, id: u64) -> Result<Up, Unreachable<TypeConfig>> {
         self.nodes
             .lock()
             .unwrap()
@@ -35,12 +50,52 @@ impl Router {
             .cloned()
             .ok_or_else(|| Unreachable::new(&std::io::Error::other(format!("node {id} is down"))))
     }
+
+    fn of(&self, me: u64) -> Router {
+        Router { me, ..self.clone() }
+    }
 }
 
 struct Conn {
     router: Router,
     target: u64,
 }
+
+/// Sends a snapshot the way the server's transport does, in parts of at most 64 KiB.
+async fn send_snapshot(
+    from: &Up,
+    to: &Up,
+    vote: Vote,
+    snapshot: Snapshot,
+) -> std::io::Result<SnapshotResponse<TypeConfig>> {
+    let last = snapshot
+        .meta
+        .last_log_id
+        .expect("a snapshot has a last entry")
+        .index;
+    let mut staging = snapshot::Staging::create(&to.dir, last)?;
+    let mut next = snapshot::first_needed(&to.engine)?;
+    while next <= last {
+        let part = snapshot::read_encoded(&from.engine, next, last, 64 * 1024)?;
+        for e in &part {
+            staging.push(e)?;
+        }
+        next += part.len() as u64;
+    }
+    let received = staging.finish()?;
+    to.raft
+        .install_full_snapshot(
+            vote,
+            openraft::storage::Snapshot {
+                meta: snapshot.meta,
+                snapshot: snapshot::SnapshotData::Received(received),
+            },
+        )
+        .await
+        .map_err(std::io::Error::other)
+}
+
+type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, snapshot::SnapshotData>;
 
 impl RaftNetworkFactory<TypeConfig> for Router {
     type Network = Conn;
@@ -54,14 +109,14 @@ impl RaftNetworkFactory<TypeConfig> for Router {
 }
 
 impl RaftNetworkV2<TypeConfig> for Conn {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = snapshot::SnapshotData;
 
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let raft = self.router.get(self.target)?;
+        let raft = self.router.get(self.target)?.raft;
         raft.append_entries(rpc)
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
@@ -72,7 +127,7 @@ impl RaftNetworkV2<TypeConfig> for Conn {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let raft = self.router.get(self.target)?;
+        let raft = self.router.get(self.target)?.raft;
         raft.vote(rpc)
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
@@ -80,14 +135,18 @@ impl RaftNetworkV2<TypeConfig> for Conn {
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>,
+        vote: Vote,
+        snapshot: Snapshot,
         _cancel: impl std::future::Future<Output = openraft::error::ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(Unreachable::new(
-            &std::io::Error::other("snapshots are not used"),
-        )))
+        let from = self.router.get(self.router.me)?;
+        let to = self.router.get(self.target)?;
+        let r = send_snapshot(&from, &to, vote, snapshot)
+            .await
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        self.router.snapshots.fetch_add(1, Ordering::SeqCst);
+        Ok(r)
     }
 }
 
@@ -103,11 +162,11 @@ async fn start(id: u64, dir: &TempDir, router: &Router) -> Node {
     c.index_cache_bytes = 4 * 1024 * 1024;
     c.segment_size = 64 * 1024;
     let engine = Arc::new(Engine::open(c).unwrap());
-    let config = Arc::new(raft_config("test").unwrap());
+    let config = Arc::new(raft_config("test", 4).unwrap());
     let raft = Raft::new(
         id,
         config,
-        router.clone(),
+        router.of(id),
         LogStore::new(engine.clone()).unwrap(),
         StateMachine::new(engine.clone()),
     )
@@ -118,7 +177,14 @@ async fn start(id: u64, dir: &TempDir, router: &Router) -> Node {
         tokio::runtime::Handle::current(),
         Duration::from_secs(5),
     ))));
-    router.nodes.lock().unwrap().insert(id, raft.clone());
+    router.nodes.lock().unwrap().insert(
+        id,
+        Up {
+            raft: raft.clone(),
+            engine: engine.clone(),
+            dir: dir.path().to_owned(),
+        },
+    );
     Node { engine, raft }
 }
 
@@ -266,7 +332,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     assert_ne!(leader, old);
     acked.extend(write(&nodes, 200, 400).await);
 
-    // The old leader comes back and catches up.
+    // The old leader comes back and catches up: it is more entries behind than the snapshot
+    // interval (4), so by a snapshot transfer.
     nodes.insert(old, start(old, &dirs[old as usize - 1], &router).await);
     acked.extend(write(&nodes, 400, 450).await);
     let leader = leader_of(&nodes).await;
@@ -298,6 +365,10 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         );
         n.engine.verify().unwrap();
     }
+    assert!(
+        router.snapshots.load(Ordering::SeqCst) >= 1,
+        "the restarted node was not sent a snapshot"
+    );
     for (id, n) in nodes {
         stop(id, n, &router).await;
     }

@@ -47,6 +47,12 @@ pub struct ClusterArgs {
     #[arg(long, env = "STRATA_COMMIT_TIMEOUT", default_value = "5s", value_parser = crate::serve::parse_duration)]
     pub commit_timeout: Duration,
 
+    /// Raft entries between snapshots. A snapshot copies nothing (the log is the state); a
+    /// node further behind than this catches up by one streamed transfer of the leader's
+    /// committed entries instead of entry-by-entry replication.
+    #[arg(long, env = "STRATA_SNAPSHOT_ENTRIES", default_value_t = 1000)]
+    pub snapshot_entries: u64,
+
     /// Certificate (PEM) this node shows its peers, as server and as client (mutual TLS).
     #[arg(long, env = "STRATA_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
     pub cluster_tls_cert: Option<PathBuf>,
@@ -154,7 +160,14 @@ pub async fn start(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Node, String> {
     let (id, listen, voters) = args.check()?;
-    let config = Arc::new(raft_config("strata").map_err(|e| format!("Raft settings: {e}"))?);
+    let config = Arc::new(
+        raft_config("strata", args.snapshot_entries.max(1))
+            .map_err(|e| format!("Raft settings: {e}"))?,
+    );
+    let data_dir = engine.config().dir.clone();
+    strata_replication::snapshot::remove_leftover(&data_dir).map_err(|e| {
+        format!("removing the staging file of an unfinished snapshot transfer: {e}")
+    })?;
     let (client_tls, acceptor) = match args.tls_files() {
         None => (None, None),
         Some(files) => {
@@ -173,7 +186,10 @@ pub async fn start(
         }
     };
     let store = LogStore::new(engine.clone()).map_err(|e| e.to_string())?;
-    let network = network::Network { tls: client_tls };
+    let network = network::Network {
+        tls: client_tls,
+        engine: engine.clone(),
+    };
     let raft = Raft::new(
         id,
         config,
@@ -200,6 +216,8 @@ pub async fn start(
     let peers = strata_proto::cluster::raft_server::RaftServer::new(service::PeerService {
         raft: raft.clone(),
         me,
+        engine: engine.clone(),
+        receiving: tokio::sync::Mutex::new(()),
     })
     .max_decoding_message_size(256 * 1024 * 1024);
     tokio::spawn(async move {

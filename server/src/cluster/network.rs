@@ -1,5 +1,6 @@
 //! Sending Raft messages to peers over gRPC (openraft's network).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{RPCError, StreamingError, Unreachable};
@@ -8,7 +9,10 @@ use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
+use strata_engine::Engine;
 use strata_proto::cluster::raft_client::RaftClient;
+use strata_proto::cluster::{SnapshotPart, SnapshotStartRequest};
+use strata_replication::snapshot::{self, SnapshotData};
 use strata_replication::types::Vote;
 use strata_replication::TypeConfig;
 use tonic::transport::{Channel, Endpoint};
@@ -19,11 +23,14 @@ use super::wire;
 #[derive(Clone)]
 pub struct Network {
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// This node's store, which snapshots are sent from.
+    pub engine: Arc<Engine>,
 }
 
 pub struct Peer {
     target: u64,
     client: Result<RaftClient<Channel>, String>,
+    engine: Arc<Engine>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
@@ -37,6 +44,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             client: self.connect(target, &node.addr),
+            engine: self.engine.clone(),
         }
     }
 }
@@ -102,7 +110,7 @@ impl Peer {
 }
 
 impl RaftNetworkV2<TypeConfig> for Peer {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -111,8 +119,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let (body, sent) = wire::encode_append(rpc, wire::MAX_PAYLOAD_BYTES)
             .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let bytes: usize = body.entries.iter().map(|e| e.len()).sum();
         let mut req = tonic::Request::new(body);
-        req.set_timeout(option.hard_ttl());
+        req.set_timeout(wire::append_timeout(option.hard_ttl(), bytes));
         let reply = self
             .client()?
             .append(req)
@@ -157,14 +166,84 @@ impl RaftNetworkV2<TypeConfig> for Peer {
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>,
-        _cancel: impl std::future::Future<Output = openraft::error::ReplicationClosed> + Send + 'static,
+        vote: Vote,
+        snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl std::future::Future<Output = openraft::error::ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        // Never asked for: snapshots are not built (nodes catch up by replaying the log).
-        Err(StreamingError::Unreachable(unreachable(
-            "snapshots are not supported yet; nodes catch up by replaying the log",
-        )))
+        let fail = |e: String| StreamingError::Unreachable(unreachable(e));
+        let Some(last) = snapshot.meta.last_log_id else {
+            return Err(fail("a snapshot without a last entry".into()));
+        };
+        let mut client = self.client()?;
+        let first = client
+            .snapshot_start(SnapshotStartRequest {})
+            .await
+            .map_err(|s| fail(format!("node {}: {}", self.target, s.message())))?
+            .into_inner()
+            .first_needed;
+        let head = SnapshotPart {
+            vote: serde_json::to_vec(&vote)
+                .map_err(|e| fail(e.to_string()))?
+                .into(),
+            meta: serde_json::to_vec(&snapshot.meta)
+                .map_err(|e| fail(e.to_string()))?
+                .into(),
+            entries: Vec::new(),
+        };
+        tracing::info!(
+            target = self.target,
+            first,
+            last = last.index,
+            "sending a snapshot"
+        );
+        // Parts are read while earlier ones are on the wire; two in flight at most.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let engine = self.engine.clone();
+        let producer = tokio::spawn(async move {
+            if tx.send(head).await.is_err() {
+                return Ok(());
+            }
+            let mut next = first;
+            while next <= last.index {
+                let e = engine.clone();
+                let entries = tokio::task::spawn_blocking(move || {
+                    snapshot::read_encoded(&e, next, last.index, wire::SNAPSHOT_PART_BYTES)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                next += entries.len() as u64;
+                let part = SnapshotPart {
+                    entries,
+                    ..Default::default()
+                };
+                if tx.send(part).await.is_err() {
+                    break; // the call ended; its answer says why
+                }
+            }
+            Ok::<(), String>(())
+        });
+        let call = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let reply = tokio::select! {
+            reply = call => reply,
+            closed = cancel => {
+                producer.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+        };
+        if let Ok(Err(e)) = producer.await {
+            return Err(fail(format!("reading the snapshot to send: {e}")));
+        }
+        let reply = reply
+            .map_err(|s| fail(format!("node {}: {}", self.target, s.message())))?
+            .into_inner();
+        match wire::decode_reply::<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>>(
+            &reply,
+        ) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(fail(format!("node {}: {e}", self.target))),
+            Err(e) => Err(fail(e)),
+        }
     }
 }

@@ -13,7 +13,22 @@ type AppendEntries = openraft::raft::AppendEntriesRequest<TypeConfig>;
 /// number of entries only, and one entry (a writer batch) can be tens of MiB, so a lagging
 /// follower could be sent more than the receiver accepts (256 MiB) and never catch up. The
 /// rest is sent by the next call (see `Sent::Partial`).
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+
+/// The slowest transfer rate between nodes an AppendEntries call is given time for.
+const MIN_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+
+/// How long an AppendEntries call carrying `bytes` of entries may take. openraft gives every
+/// call one heartbeat interval (`ttl`), which an empty call needs; a call carrying MiBs
+/// cannot be sent, written and answered that fast, and would time out at every retry, so a
+/// lagging follower would never catch up. Time for the bytes is added.
+pub fn append_timeout(ttl: std::time::Duration, bytes: usize) -> std::time::Duration {
+    ttl + std::time::Duration::from_millis(bytes as u64 * 1000 / MIN_BYTES_PER_SEC)
+}
+
+/// Largest total of entry bytes in one part of a snapshot transfer (a part holds at least
+/// one entry, whatever its size).
+pub const SNAPSHOT_PART_BYTES: usize = 4 * 1024 * 1024;
 
 /// What an encoded request carries of the entries it was given.
 #[derive(Debug, PartialEq)]
@@ -172,5 +187,15 @@ mod tests {
         // Exactly the budget: everything.
         let (req, sent) = encode_append(rpc(entries), size * 10).unwrap();
         assert_eq!((req.entries.len(), sent), (10, Sent::All));
+    }
+
+    #[test]
+    fn a_call_carrying_entries_gets_time_for_its_bytes() {
+        let ttl = std::time::Duration::from_millis(100);
+        assert_eq!(append_timeout(ttl, 0), ttl);
+        assert_eq!(
+            append_timeout(ttl, MAX_PAYLOAD_BYTES),
+            ttl + std::time::Duration::from_secs(4)
+        );
     }
 }
