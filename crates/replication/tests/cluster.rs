@@ -2,7 +2,8 @@
 //! leader's engine are acknowledged once a majority holds them, followers refuse appends,
 //! a leader that stops is replaced, a restarted node catches up, and afterwards every node
 //! holds the same entries, the same events at the same positions (the restarted node catches
-//! up by a snapshot transfer).
+//! up by a snapshot transfer). Also: a batch that timed out waiting for a majority but commits
+//! later keeps its revision (the next batch waits for it).
 //! (Multi-process tests with real network isolation are the server's; this one checks the
 //! engine and openraft together, deterministically and fast.)
 
@@ -31,6 +32,9 @@ use tempfile::TempDir;
 struct Router {
     nodes: Arc<Mutex<HashMap<u64, Up>>>,
     snapshots: Arc<AtomicUsize>,
+    /// When set, every AppendEntries call that carries entries is delayed this long
+    /// (heartbeats are not, so no election starts).
+    slow_entries: Arc<Mutex<Option<Duration>>>,
     me: u64,
 }
 
@@ -117,6 +121,10 @@ impl RaftNetworkV2<TypeConfig> for Conn {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let raft = self.router.get(self.target)?.raft;
+        let delay = *self.router.slow_entries.lock().unwrap();
+        if let Some(d) = delay.filter(|_| !rpc.entries.is_empty()) {
+            tokio::time::sleep(d).await;
+        }
         raft.append_entries(rpc)
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
@@ -156,6 +164,11 @@ struct Node {
 }
 
 async fn start(id: u64, dir: &TempDir, router: &Router) -> Node {
+    start_with(id, dir, router, Duration::from_secs(5)).await
+}
+
+/// Starts a node whose appends wait at most `commit_timeout` for a majority.
+async fn start_with(id: u64, dir: &TempDir, router: &Router, commit_timeout: Duration) -> Node {
     let mut c = strata_engine::Config::new(dir.path());
     c.replicated = true;
     c.durability = strata_engine::Durability::NoSync;
@@ -175,7 +188,7 @@ async fn start(id: u64, dir: &TempDir, router: &Router) -> Node {
     engine.set_proposer(Some(Arc::new(RaftProposer::new(
         raft.clone(),
         tokio::runtime::Handle::current(),
-        Duration::from_secs(5),
+        commit_timeout,
     ))));
     router.nodes.lock().unwrap().insert(
         id,
@@ -369,6 +382,83 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         router.snapshots.load(Ordering::SeqCst) >= 1,
         "the restarted node was not sent a snapshot"
     );
+    for (id, n) in nodes {
+        stop(id, n, &router).await;
+    }
+}
+
+/// A batch that times out waiting for a majority stays in the leader's log and may commit
+/// later. The next batch must be planned with it: planned without it, it would take the same
+/// revision, and once both committed the indexer would refuse the second and stop the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_timed_out_but_commits_later_keeps_its_revision() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let router = Router::default();
+    let mut nodes = HashMap::new();
+    for id in 1..=3u64 {
+        let node = start_with(
+            id,
+            &dirs[id as usize - 1],
+            &router,
+            Duration::from_millis(300),
+        );
+        nodes.insert(id, node.await);
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|i| (i, BasicNode::new(format!("node-{i}"))))
+        .collect();
+    nodes[&1].raft.initialize(members).await.unwrap();
+    let leader = leader_of(&nodes).await;
+    let engine = nodes[&leader].engine.clone();
+    let append_until_acked = |n: u64| {
+        let engine = engine.clone();
+        async move {
+            for _ in 0..100 {
+                match engine
+                    .append("acct", ExpectedRevision::Any, vec![event(n)])
+                    .await
+                {
+                    Ok(r) => return r,
+                    Err(Error::NotAcknowledged { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => panic!("append of event {n}: {e}"),
+                }
+            }
+            panic!("event {n} was never acknowledged");
+        }
+    };
+    assert_eq!(append_until_acked(1).await.revision, 0);
+
+    // Replication slows down past the commit timeout: the append is not acknowledged, but
+    // its batch is in the leader's log and commits once the followers have it.
+    *router.slow_entries.lock().unwrap() = Some(Duration::from_millis(1500));
+    let timed_out = engine
+        .append("acct", ExpectedRevision::Any, vec![event(2)])
+        .await;
+    assert!(
+        matches!(timed_out, Err(Error::NotAcknowledged { .. })),
+        "{timed_out:?}"
+    );
+    let next = append_until_acked(3).await;
+    *router.slow_entries.lock().unwrap() = None;
+    assert_eq!(
+        next.revision, 2,
+        "the next append was planned without the first"
+    );
+
+    let last = engine.committed_entry().unwrap().unwrap().index;
+    for (id, n) in &nodes {
+        caught_up(n, last).await;
+        assert_eq!(n.engine.read_only_reason(), None, "node {id}");
+        let got: Vec<(String, u64)> = events(&n.engine)
+            .into_iter()
+            .map(|(s, r, _)| (s, r))
+            .collect();
+        let want: Vec<(String, u64)> = (0..3).map(|r| ("acct".to_owned(), r)).collect();
+        assert_eq!(got, want, "node {id}");
+    }
+    drop(engine);
     for (id, n) in nodes {
         stop(id, n, &router).await;
     }
