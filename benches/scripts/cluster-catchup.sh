@@ -6,11 +6,14 @@
 #
 #   cargo build --release --locked -p strata-server -p strata-benches
 #   bash benches/scripts/cluster-catchup.sh            # SECS=10 of load by default
+#   SERVE_ARGS="--snapshot-entries 100000000" bash benches/scripts/cluster-catchup.sh
+#                                                      # by replication only, no snapshot
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-target/release/strata}
 LOAD=${LOAD:-target/release/load}
 SECS=${SECS:-10}
+read -r -a SERVE_EXTRA <<<"${SERVE_ARGS:-}"
 DIR=$(mktemp -d)
 PEERS=1=127.0.0.1:2214,2=127.0.0.2:2214,3=127.0.0.3:2214
 declare -A PID
@@ -20,7 +23,7 @@ trap cleanup EXIT
 start() {
   local i=$1; shift
   "$BIN" serve --data-dir "$DIR/n$i" --listen "127.0.0.$i:2213" --node-id "$i" \
-    --cluster-listen "127.0.0.$i:2214" --peers "$PEERS" --log-format json "$@" \
+    --cluster-listen "127.0.0.$i:2214" --peers "$PEERS" --log-format json "${SERVE_EXTRA[@]}" "$@" \
     >"$DIR/n$i.log" 2>&1 &
   PID[$i]=$!
 }
@@ -47,6 +50,8 @@ t0=$(date +%s.%N)
 start "$victim"
 while [ "$(end_of "$victim")" != "$target" ]; do sleep 0.05; done
 t1=$(date +%s.%N)
+if grep -q "installing a snapshot" "$DIR/n$victim.log"; then how="by snapshot transfer"; else how="by replication"; fi
+echo "caught up $how"
 python3 - "$t0" "$t1" "$bytes" "$target" <<'PY'
 import sys
 t0, t1, size, end = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

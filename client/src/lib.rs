@@ -14,6 +14,7 @@
 //!
 //! The client depends only on the generated `strata.v1` API and its own types.
 
+mod cluster;
 mod error;
 mod multi;
 mod persistent;
@@ -36,6 +37,7 @@ use tonic::Request;
 pub use transport::Transport;
 use transport::Transport as Channel;
 
+pub use cluster::{ClusterMember, ClusterStatus, Replication};
 pub use error::{CheckViolation, Error, Result};
 pub use multi::{MultiAppend, MultiAppendResult, StreamAppended};
 pub use persistent::{
@@ -521,6 +523,7 @@ impl Client {
             durability: r.durability,
             read_only_reason: Some(r.read_only_reason).filter(|s| !s.is_empty()),
             data_dir: r.data_dir,
+            cluster: r.cluster.map(cluster::status_from_proto),
         })
     }
 

@@ -392,4 +392,6 @@ pub struct ServerInfo {
     pub durability: String,
     pub read_only_reason: Option<String>,
     pub data_dir: String,
+    /// Set when the server is a cluster node.
+    pub cluster: Option<crate::ClusterStatus>,
 }

@@ -15,9 +15,11 @@ use strata_client::{
 };
 use uuid::Uuid;
 
+mod cluster;
 mod group;
 mod multi;
 mod opts;
+mod server;
 mod user;
 
 use opts::connect;
@@ -51,15 +53,18 @@ pub enum ClientCommand {
     /// List streams.
     Streams(StreamsArgs),
     /// Show server information.
-    Info(InfoArgs),
+    Info(server::InfoArgs),
     /// Check the server's gRPC health (exit 0 when serving, 6 otherwise).
-    Health(InfoArgs),
+    Health(server::InfoArgs),
     /// Manage persistent subscription groups, or consume from one.
     #[command(subcommand)]
     Group(group::GroupCommand),
     /// Manage users of a secure server (admins), or change your own password.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Show a cluster as one of its nodes sees it, or move its leadership.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Debug, Args)]
@@ -228,12 +233,6 @@ pub struct StreamsArgs {
     opts: ClientOpts,
 }
 
-#[derive(Debug, Args)]
-pub struct InfoArgs {
-    #[command(flatten)]
-    opts: ClientOpts,
-}
-
 fn parse_expected(s: &str) -> Result<ExpectedRevision, String> {
     match s {
         "any" => Ok(ExpectedRevision::Any),
@@ -255,7 +254,12 @@ fn exit_code(e: &Error) -> i32 {
         Error::GroupExists { .. } => EXIT_EXISTS,
         Error::StreamDeleted { .. } => EXIT_DELETED,
         Error::Unavailable(_) | Error::Connect(_) | Error::DeadlineExceeded => EXIT_UNAVAILABLE,
-        Error::InvalidArgument { .. } | Error::AppendTooLarge { .. } => EXIT_INVALID,
+        Error::InvalidArgument { .. }
+        | Error::AppendTooLarge { .. }
+        | Error::Server {
+            code: tonic::Code::InvalidArgument,
+            ..
+        } => EXIT_INVALID,
         Error::AccessDenied { .. } | Error::Unauthenticated(_) => EXIT_DENIED,
         _ => 1,
     }
@@ -571,53 +575,8 @@ async fn execute(cmd: ClientCommand) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        ClientCommand::Info(a) => {
-            let client = connect(&a.opts).await?;
-            let i = client.server_info().await?;
-            let value = json!({
-                "version": i.version,
-                "uptime_seconds": i.uptime.as_secs(),
-                "log_end_position": i.log_end_position,
-                "stream_count": i.stream_count,
-                "data_bytes": i.data_bytes,
-                "segment_count": i.segment_count,
-                "durability": i.durability,
-                "read_only_reason": i.read_only_reason,
-                "data_dir": i.data_dir,
-            });
-            if a.opts.json {
-                println!("{value}");
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                );
-            }
-            Ok(0)
-        }
-        ClientCommand::Health(a) => {
-            let channel = connect(&a.opts).await.map_err(Failure::Client)?.transport();
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            });
-            req.set_timeout(Duration::from_secs(a.opts.timeout));
-            let status = health
-                .check(req)
-                .await
-                .map_err(|s| Failure::Client(Error::from(s)))?
-                .into_inner()
-                .status;
-            let serving =
-                status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-            let name = tonic_health::pb::health_check_response::ServingStatus::try_from(status)
-                .map_or("UNKNOWN".to_owned(), |s| s.as_str_name().to_owned());
-            if a.opts.json {
-                println!("{}", json!({"status": name}));
-            } else {
-                println!("{name}");
-            }
-            Ok(if serving { 0 } else { EXIT_UNAVAILABLE })
-        }
+        ClientCommand::Info(a) => server::info(a).await,
+        ClientCommand::Health(a) => server::health(a).await,
+        ClientCommand::Cluster(c) => cluster::execute(c).await,
     }
 }

@@ -14,13 +14,16 @@ use crate::status::invalid;
 pub struct InfoService {
     engine: Arc<Engine>,
     started: Instant,
+    /// Set on a cluster node.
+    cluster: Option<crate::cluster::status::Handle>,
 }
 
 impl InfoService {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<Engine>, cluster: Option<crate::cluster::status::Handle>) -> Self {
         InfoService {
             engine,
             started: Instant::now(),
+            cluster,
         }
     }
 }
@@ -45,7 +48,22 @@ impl Server for InfoService {
             },
             read_only_reason: stats.read_only.unwrap_or_default(),
             data_dir: self.engine.config().dir.display().to_string(),
+            cluster: self.cluster.as_ref().map(|c| c.status()),
         }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        crate::auth::require_operator(&request, "transfer cluster leadership")?;
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition(
+                "this server is a single node, not a cluster node",
+            ));
+        };
+        let leader_id = cluster.transfer_leader(request.into_inner().to).await?;
+        Ok(Response::new(v1::TransferLeaderResponse { leader_id }))
     }
 
     async fn ping(

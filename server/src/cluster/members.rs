@@ -124,6 +124,18 @@ impl Members {
     }
 }
 
+impl Members {
+    /// Whether node `id` answered this node's polls lately (this node always has).
+    pub fn alive(&self, id: u64) -> bool {
+        if id == self.me.node_id {
+            return true;
+        }
+        let seen = self.seen.lock().unwrap();
+        seen.get(&id)
+            .is_some_and(|s| !s.failing && s.answered.elapsed() < ALIVE_FOR)
+    }
+}
+
 impl ClusterMembers for Members {
     fn members(&self) -> Vec<GossipMember> {
         let m = self.raft.metrics().borrow_watched().clone();

@@ -9,6 +9,7 @@ pub mod leadership;
 pub mod members;
 mod network;
 mod service;
+pub mod status;
 mod wire;
 
 use std::collections::BTreeMap;

@@ -293,7 +293,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         engine.clone(),
         shutdown_rx.clone(),
     ));
-    let info = ServerServer::new(InfoService::new(engine.clone()));
+    let info = ServerServer::new(InfoService::new(
+        engine.clone(),
+        cluster.as_ref().map(|node| crate::cluster::status::Handle {
+            raft: node.raft.clone(),
+            members: node.members.clone(),
+            engine: engine.clone(),
+        }),
+    ));
     let k_streams = KStreamsServer::new(KurrentStreams::new(engine.clone(), shutdown_rx.clone()))
         .max_decoding_message_size(decode_limit);
     let k_streams_v2 = strata_kurrentdb_proto::kurrentdb::protocol::v2::streams::streams_service_server::StreamsServiceServer::new(

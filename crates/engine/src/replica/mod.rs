@@ -244,6 +244,14 @@ impl Engine {
         Ok(self.entry_log()?.lock().map.id(index))
     }
 
+    /// The log position where entry `index` ends (the next entry, or the end of the log),
+    /// if held.
+    pub fn entry_end(&self, index: u64) -> Result<Option<u64>> {
+        let inner = self.entry_log()?.lock();
+        let end = inner.appender.write_pos;
+        Ok(inner.map.end(index, end))
+    }
+
     /// The last committed (applied) entry.
     pub fn committed_entry(&self) -> Result<Option<EntryId>> {
         let inner = self.entry_log()?.lock();

@@ -1,0 +1,99 @@
+//! A cluster node's view of its cluster, and leadership transfer (operators).
+//!
+//! ```no_run
+//! # async fn demo(client: strata_client::Client) -> strata_client::Result<()> {
+//! if let Some(status) = client.server_info().await?.cluster {
+//!     println!("node {} is {} in term {}", status.node_id, status.role, status.term);
+//!     let other = status.members.iter().find(|m| m.voter && m.node_id != status.node_id);
+//!     if let (Some(other), "leader") = (other, status.role.as_str()) {
+//!         client.transfer_leader(other.node_id).await?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use strata_proto::v1::{self, server_client::ServerClient};
+
+use crate::{Client, Result};
+
+/// What a cluster node reports about its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub role: String,
+    pub term: u64,
+    /// The leader the node knows of (`None` during an election).
+    pub leader_id: Option<u64>,
+    /// Raft entries: the last held, the last committed and applied, the last snapshotted.
+    pub last_log_index: u64,
+    pub committed_index: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<ClusterMember>,
+}
+
+/// One member, as the reporting node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMember {
+    pub node_id: u64,
+    pub peer_address: String,
+    pub voter: bool,
+    /// Where clients reach it, if the node has heard from it.
+    pub client_endpoint: Option<String>,
+    pub alive: bool,
+    /// Reported by the leader only.
+    pub replication: Option<Replication>,
+}
+
+/// How far a member is behind the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    pub matched_index: u64,
+    pub lag_entries: u64,
+    pub lag_bytes: u64,
+    /// Since it last acknowledged the leader (`None`: never).
+    pub last_ack: Option<Duration>,
+}
+
+pub(crate) fn status_from_proto(s: v1::ClusterStatus) -> ClusterStatus {
+    ClusterStatus {
+        node_id: s.node_id,
+        role: s.role,
+        term: s.term,
+        leader_id: Some(s.leader_id).filter(|l| *l != 0),
+        last_log_index: s.last_log_index,
+        committed_index: s.committed_index,
+        snapshot_index: s.snapshot_index,
+        members: s
+            .members
+            .into_iter()
+            .map(|m| ClusterMember {
+                node_id: m.node_id,
+                peer_address: m.peer_address,
+                voter: m.voter,
+                client_endpoint: Some(m.client_endpoint).filter(|e| !e.is_empty()),
+                alive: m.alive,
+                replication: m.has_replication.then(|| Replication {
+                    matched_index: m.matched_index,
+                    lag_entries: m.lag_entries,
+                    lag_bytes: m.lag_bytes,
+                    last_ack: m.last_ack_ms.map(Duration::from_millis),
+                }),
+            })
+            .collect(),
+    }
+}
+
+impl Client {
+    /// Asks the leader (this client's server must be it) to hand leadership to voter `to`;
+    /// returns once `to` leads. Operators only.
+    pub async fn transfer_leader(&self, to: u64) -> Result<u64> {
+        let r = ServerClient::new(self.channel.clone())
+            .transfer_leader(self.unary(v1::TransferLeaderRequest { to }))
+            .await?
+            .into_inner();
+        Ok(r.leader_id)
+    }
+}
