@@ -383,5 +383,87 @@ else
   ok "compose: up -d (secure), append and read from the host and inside the container, metrics on 2114, down -v"
 fi
 
+# --- 6. the three-node cluster compose file (docker/cluster.yaml) ------------------------
+
+if ((${#compose[@]} == 0)); then
+  say "skipped: cluster compose (neither 'docker compose' nor docker-compose is installed)"
+elif port_busy 2113 || port_busy 2123 || port_busy 2133; then
+  say "skipped: cluster compose (127.0.0.1:2113, :2123 or :2133 is already in use on this host)"
+else
+  cproject=$run_id-cluster
+  dcc() { STRATA_IMAGE=$image STRATA_ADMIN_PASSWORD=$admin_pw "${compose[@]}" -p "$cproject" -f docker/cluster.yaml "$@"; }
+  cluster_down() { dcc down -v >/dev/null 2>&1; }
+  cluster_fail() {
+    dcc logs --tail 30 >&2 2>&1 || true
+    cluster_down
+    fail "$1"
+  }
+  dcc up -d >"$work/cluster-up" 2>&1 || { cat "$work/cluster-up" >&2; cluster_fail "cluster compose up failed"; }
+  ports=(2113 2123 2133)
+  ca=$work/cluster-ca.pem
+  # at() PORT ARGS...: the CLI against one node, as admin over TLS.
+  at() {
+    local port=$1
+    shift
+    "$bin" "$@" --server "https://127.0.0.1:$port" --tls-ca "$ca" --user admin --password "$admin_pw"
+  }
+  healthy=0
+  for _ in $(seq 1 180); do
+    healthy=0
+    for n in node1 node2 node3; do
+      cid=$(dcc ps -q "$n" 2>/dev/null)
+      [[ -n $cid && $(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$cid") == healthy ]] &&
+        healthy=$((healthy + 1))
+    done
+    ((healthy == 3)) && break
+    sleep 1
+  done
+  ((healthy == 3)) || cluster_fail "the cluster's nodes were not all healthy within 180 s"
+  docker cp "$(dcc ps -q node1):/certs/ca.pem" "$ca" >/dev/null || cluster_fail "cannot copy the cluster CA out"
+  # leader_port: the published port of the node that says it leads (empty if none does).
+  leader_port() {
+    local p
+    for p in "$@"; do
+      if output_has '"role":"leader"' at "$p" cluster status --json; then
+        echo "$p"
+        return
+      fi
+    done
+  }
+  leader=
+  for _ in $(seq 1 60); do
+    leader=$(leader_port "${ports[@]}")
+    [[ -n $leader ]] && break
+    sleep 0.5
+  done
+  [[ -n $leader ]] || cluster_fail "no node of the cluster leads"
+  output_has '"alive":false' at "$leader" cluster status --json &&
+    cluster_fail "the leader reports a member down: $(at "$leader" cluster status)"
+  at "$leader" append orders-1 --type OrderPlaced --data '{"total": 7}' >/dev/null ||
+    cluster_fail "append through the leader (port $leader) failed"
+  for p in "${ports[@]}"; do
+    for _ in $(seq 1 20); do
+      output_has OrderPlaced at "$p" read orders-1 && break
+      sleep 0.25
+    done
+    output_has OrderPlaced at "$p" read orders-1 || cluster_fail "the event is not readable on port $p"
+  done
+  # Failover: the leader's container stops; another node takes over and takes appends.
+  case $leader in 2113) svc=node1 ;; 2123) svc=node2 ;; *) svc=node3 ;; esac
+  dcc stop -t 10 "$svc" >/dev/null 2>&1 || cluster_fail "docker compose stop $svc failed"
+  others=()
+  for p in "${ports[@]}"; do [[ $p != "$leader" ]] && others+=("$p"); done
+  moved=
+  for _ in $(seq 1 60); do
+    moved=$(leader_port "${others[@]}")
+    [[ -n $moved ]] && at "$moved" append orders-1 --type OrderPlaced --data '{"total": 8}' >/dev/null 2>&1 && break
+    moved=
+    sleep 0.5
+  done
+  [[ -n $moved ]] || cluster_fail "no append was acknowledged within 30 s after $svc (the leader) stopped"
+  cluster_down
+  ok "cluster compose: 3 secure nodes healthy, append on the leader read on all, leader stopped and port $moved took over"
+fi
+
 say "image size: $size bytes; test took $((SECONDS - t_start))s"
 echo "docker: $passed passed, 0 failed"

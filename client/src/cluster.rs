@@ -87,6 +87,44 @@ pub(crate) fn status_from_proto(s: v1::ClusterStatus) -> ClusterStatus {
 }
 
 impl Client {
+    /// Adds node `node_id` (already running; `peer_address` is its `--cluster-listen`) to the
+    /// cluster as a learner, returning once it has caught up; with `voter`, then makes it a
+    /// voter. Send it to the leader; operators only. Returns the leader's view afterwards.
+    pub async fn add_member(
+        &self,
+        node_id: u64,
+        peer_address: &str,
+        voter: bool,
+    ) -> Result<ClusterStatus> {
+        let r = ServerClient::new(self.channel.clone())
+            .add_member(self.unary(v1::AddMemberRequest {
+                node_id,
+                peer_address: peer_address.to_owned(),
+                voter,
+            }))
+            .await?
+            .into_inner();
+        Ok(status_from_proto(r.status.unwrap_or_default()))
+    }
+
+    /// Makes learner `node_id` a voter (leader; operators).
+    pub async fn promote_member(&self, node_id: u64) -> Result<ClusterStatus> {
+        let r = ServerClient::new(self.channel.clone())
+            .promote_member(self.unary(v1::MemberRequest { node_id }))
+            .await?
+            .into_inner();
+        Ok(status_from_proto(r.status.unwrap_or_default()))
+    }
+
+    /// Removes node `node_id`, voter or learner, from the cluster (leader; operators).
+    pub async fn remove_member(&self, node_id: u64) -> Result<ClusterStatus> {
+        let r = ServerClient::new(self.channel.clone())
+            .remove_member(self.unary(v1::MemberRequest { node_id }))
+            .await?
+            .into_inner();
+        Ok(status_from_proto(r.status.unwrap_or_default()))
+    }
+
     /// Asks the leader (this client's server must be it) to hand leadership to voter `to`;
     /// returns once `to` leads. Operators only.
     pub async fn transfer_leader(&self, to: u64) -> Result<u64> {

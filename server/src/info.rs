@@ -28,6 +28,28 @@ impl InfoService {
     }
 }
 
+impl InfoService {
+    /// The cluster handle, for an operator's request on a cluster node.
+    fn cluster_for<T>(
+        &self,
+        request: &Request<T>,
+        operation: &str,
+    ) -> Result<&crate::cluster::status::Handle, Status> {
+        crate::auth::require_operator(request, operation)?;
+        self.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this server is a single node, not a cluster node")
+        })
+    }
+}
+
+fn membership_response(
+    cluster: &crate::cluster::status::Handle,
+) -> Response<v1::MembershipResponse> {
+    Response::new(v1::MembershipResponse {
+        status: Some(cluster.status()),
+    })
+}
+
 #[tonic::async_trait]
 impl Server for InfoService {
     async fn info(
@@ -56,14 +78,39 @@ impl Server for InfoService {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
-        crate::auth::require_operator(&request, "transfer cluster leadership")?;
-        let Some(cluster) = &self.cluster else {
-            return Err(Status::failed_precondition(
-                "this server is a single node, not a cluster node",
-            ));
-        };
+        let cluster = self.cluster_for(&request, "transfer cluster leadership")?;
         let leader_id = cluster.transfer_leader(request.into_inner().to).await?;
         Ok(Response::new(v1::TransferLeaderResponse { leader_id }))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<v1::AddMemberRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        let cluster = self.cluster_for(&request, "add a cluster member")?;
+        let r = request.into_inner();
+        cluster
+            .add_member(r.node_id, r.peer_address, r.voter)
+            .await?;
+        Ok(membership_response(cluster))
+    }
+
+    async fn promote_member(
+        &self,
+        request: Request<v1::MemberRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        let cluster = self.cluster_for(&request, "promote a cluster member")?;
+        cluster.promote_member(request.into_inner().node_id).await?;
+        Ok(membership_response(cluster))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<v1::MemberRequest>,
+    ) -> Result<Response<v1::MembershipResponse>, Status> {
+        let cluster = self.cluster_for(&request, "remove a cluster member")?;
+        cluster.remove_member(request.into_inner().node_id).await?;
+        Ok(membership_response(cluster))
     }
 
     async fn ping(

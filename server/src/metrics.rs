@@ -319,6 +319,11 @@ impl Metrics {
         max
     }
 
+    /// Adds metrics kept elsewhere (the cluster's) to what `/metrics` serves.
+    pub fn register_with(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry.lock().expect("registry"));
+    }
+
     /// Brings the computed gauges up to date and encodes everything.
     pub async fn render(&self, engine: &Arc<Engine>, groups: &Groups) -> String {
         let e = engine.clone();

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 pub mod cluster;
 pub mod history;
+pub mod metrics;
 pub mod netns;
 pub mod secure;
 

@@ -1,13 +1,14 @@
 //! Operating a cluster of real `strata serve` processes (127.0.0.81–83): `strata cluster
 //! status` on every node (role, term, leader, commit point, members and their liveness; on the
 //! leader, how far each member is behind), and `strata cluster transfer-leader` handing
-//! leadership to a chosen voter, after which appends go through the new leader. A single node
-//! answers that it is not a cluster node.
+//! leadership to a chosen voter, after which appends go through the new leader; the cluster
+//! metrics follow. A single node answers that it is not a cluster node.
 
 use std::time::{Duration, Instant};
 
 use strata_client::{Client, ClusterStatus, EventData, ExpectedRevision};
 use strata_tests::cluster::start_cluster;
+use strata_tests::metrics::{metrics_addr, scrape, value};
 use strata_tests::{rt, Server};
 
 async fn status(n: &Server) -> ClusterStatus {
@@ -54,7 +55,9 @@ async fn settled(nodes: &[&Server]) -> ClusterStatus {
 #[test]
 fn cluster_status_reports_roles_and_lag_and_transfer_leader_moves_leadership() {
     rt().block_on(async {
-        let cluster = start_cluster(80, |_| vec![]);
+        let cluster = start_cluster(80, |id| {
+            vec!["--metrics-listen".into(), format!("127.0.0.{}:0", 80 + id)]
+        });
         let nodes: Vec<&Server> = cluster.nodes.values().collect();
         let leader = settled(&nodes).await;
         assert_eq!(leader.role, "leader");
@@ -75,6 +78,18 @@ fn cluster_status_reports_roles_and_lag_and_transfer_leader_moves_leadership() {
         assert!(leader.members.iter().all(|m| m.voter));
         let me = leader.members.iter().find(|m| m.node_id == lid).unwrap();
         assert_eq!(me.client_endpoint.as_deref(), Some(&*l.addr.to_string()));
+
+        // The metrics say the same.
+        let (_, body) = scrape(&metrics_addr(l), "/metrics");
+        assert_eq!(value(&body, "strata_cluster_is_leader "), 1.0);
+        assert_eq!(value(&body, "strata_cluster_term "), leader.term as f64);
+        assert!(value(&body, "strata_cluster_committed_index ") >= 20.0);
+        for id in cluster.nodes.keys() {
+            let lag = format!("strata_cluster_member_lag_entries{{node=\"{id}\"}} ");
+            assert_eq!(value(&body, &lag), 0.0, "{body}");
+            let alive = format!("strata_cluster_member_alive{{node=\"{id}\"}} ");
+            assert_eq!(value(&body, &alive), 1.0, "{body}");
+        }
 
         // A follower knows the leader, and no replication state.
         let fid = *cluster.nodes.keys().find(|&&id| id != lid).unwrap();
@@ -119,6 +134,23 @@ fn cluster_status_reports_roles_and_lag_and_transfer_leader_moves_leadership() {
         let now = status(f).await;
         assert_eq!((now.role.as_str(), now.leader_id), ("leader", Some(fid)));
         assert!(now.term > leader.term);
+        let (_, body) = scrape(&metrics_addr(l), "/metrics");
+        assert!(
+            value(&body, "strata_cluster_leader_changes_total ") >= 1.0,
+            "{body}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while value(
+            &scrape(&metrics_addr(l), "/metrics").1,
+            "strata_cluster_is_leader ",
+        ) != 0.0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the old leader's metrics still say it leads"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let moved = Client::connect(f.url()).await.unwrap();
         let e = EventData::json("Counted", &serde_json::json!({ "i": 20 })).unwrap();
         let r = moved

@@ -188,7 +188,8 @@ pub fn install(engine: &Engine, received: &Received, last: EntryId) -> io::Resul
     engine
         .truncate_entries_after(committed.map(|c| c.index))
         .map_err(err)?;
-    let mut next = committed.map(|c| c.index + 1);
+    // The first entry the log needs (a log starts at entry 0).
+    let mut next = committed.map_or(0, |c| c.index + 1);
     let Some((first, end)) = received.range else {
         return Err(invalid(format!(
             "the snapshot up to entry {} came without entries, and this node holds entries only up to {:?}",
@@ -196,10 +197,10 @@ pub fn install(engine: &Engine, received: &Received, last: EntryId) -> io::Resul
             committed.map(|c| c.index)
         )));
     };
-    if next.is_some_and(|n| first > n) || end != last.index {
+    if first > next || end != last.index {
         return Err(invalid(format!(
-            "the snapshot holds entries {first}..={end}, but this node needs {:?}..={}",
-            next, last.index
+            "the snapshot holds entries {first}..={end}, but this node needs {next}..={}",
+            last.index
         )));
     }
     let mut input = BufReader::with_capacity(1 << 20, File::open(&received.path)?);
@@ -215,10 +216,10 @@ pub fn install(engine: &Engine, received: &Received, last: EntryId) -> io::Resul
         let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
         input.read_exact(&mut buf)?;
         let entry = LogEntry::decode(Bytes::from(buf)).map_err(invalid)?;
-        if next.is_some_and(|n| entry.id.index < n) {
+        if entry.id.index < next {
             continue; // committed here already
         }
-        next = Some(entry.id.index + 1);
+        next = entry.id.index + 1;
         bytes += entry.encoded_len() as usize;
         batch.push(entry);
         if bytes >= INSTALL_BATCH_BYTES {

@@ -14,6 +14,36 @@ pub enum ClusterCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Add a running node (started with its --node-id and --cluster-listen, without
+    /// --cluster-init): it joins as a learner, and once it has caught up it is made a voter
+    /// (unless --learner). Send it to the leader; operators only.
+    Add {
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's --cluster-listen address, as its peers reach it.
+        #[arg(long)]
+        peer_address: String,
+        /// Keep it a learner: a read-only replica that receives the log but does not vote.
+        #[arg(long)]
+        learner: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Make a learner a voter (leader; operators).
+    Promote {
+        #[arg(long)]
+        node_id: u64,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Remove a voter or a learner from the cluster (leader; operators). Stop the node
+    /// afterwards; never reuse its ID.
+    Remove {
+        #[arg(long)]
+        node_id: u64,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Hand leadership to another voter, and wait until it leads. Send it to the leader;
     /// operators only.
     TransferLeader {
@@ -84,6 +114,16 @@ fn print_status(c: &ClusterStatus) {
     }
 }
 
+/// Prints the cluster after a membership change.
+fn changed(s: &ClusterStatus, opts: &ClientOpts) -> Result<i32, Failure> {
+    if opts.json {
+        println!("{}", status_json(s));
+    } else {
+        print_status(s);
+    }
+    Ok(0)
+}
+
 pub(super) async fn execute(cmd: ClusterCommand) -> Result<i32, Failure> {
     match cmd {
         ClusterCommand::Status { opts } => {
@@ -101,6 +141,26 @@ pub(super) async fn execute(cmd: ClusterCommand) -> Result<i32, Failure> {
                 print_status(&c);
             }
             Ok(0)
+        }
+        ClusterCommand::Add {
+            node_id,
+            peer_address,
+            learner,
+            opts,
+        } => {
+            let client = connect(&opts).await?;
+            let s = client.add_member(node_id, &peer_address, !learner).await?;
+            changed(&s, &opts)
+        }
+        ClusterCommand::Promote { node_id, opts } => {
+            let client = connect(&opts).await?;
+            let s = client.promote_member(node_id).await?;
+            changed(&s, &opts)
+        }
+        ClusterCommand::Remove { node_id, opts } => {
+            let client = connect(&opts).await?;
+            let s = client.remove_member(node_id).await?;
+            changed(&s, &opts)
         }
         ClusterCommand::TransferLeader { to, opts } => {
             let client = connect(&opts).await?;

@@ -158,7 +158,14 @@ impl ClusterMembers for Members {
                         !s.failing && s.answered.elapsed() < ALIVE_FOR,
                     )
                 };
+                let voter = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id);
                 let state = match m.current_leader {
+                    // A learner: a non-voting replica, which serves reads.
+                    _ if !voter => VNodeState::ReadOnlyReplica,
                     Some(l) if l == id && alive => VNodeState::Leader,
                     Some(_) => VNodeState::Follower,
                     // An election is under way: no member leads.

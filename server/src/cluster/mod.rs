@@ -7,6 +7,8 @@
 pub mod leader_reads;
 pub mod leadership;
 pub mod members;
+mod membership;
+mod metrics;
 mod network;
 mod service;
 pub mod status;
@@ -214,6 +216,14 @@ pub async fn start(
         instance_id: crate::kurrent::cluster::instance_id().to_string(),
     };
     let members = members::Members::start(raft.clone(), network, me.clone(), stop.clone());
+    metrics::start(
+        status::Handle {
+            raft: raft.clone(),
+            members: members.clone(),
+            engine: engine.clone(),
+        },
+        stop.clone(),
+    );
     let peers = strata_proto::cluster::raft_server::RaftServer::new(service::PeerService {
         raft: raft.clone(),
         me,

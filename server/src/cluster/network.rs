@@ -7,11 +7,12 @@ use openraft::error::{RPCError, StreamingError, Unreachable};
 use openraft::impls::BasicNode;
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use strata_engine::Engine;
 use strata_proto::cluster::raft_client::RaftClient;
-use strata_proto::cluster::{SnapshotPart, SnapshotStartRequest};
+use strata_proto::cluster::{LeaderTransfer, SnapshotPart, SnapshotStartRequest};
 use strata_replication::snapshot::{self, SnapshotData};
 use strata_replication::types::Vote;
 use strata_replication::TypeConfig;
@@ -148,6 +149,37 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         }
     }
 
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request =
+            serde_json::to_vec(&rpc).map_err(|e| RPCError::Unreachable(unreachable(e)))?;
+        let mut req = tonic::Request::new(LeaderTransfer {
+            request: request.into(),
+        });
+        req.set_timeout(option.hard_ttl());
+        let reply = self
+            .client()?
+            .transfer_leader(req)
+            .await
+            .map_err(|s| RPCError::Unreachable(unreachable(s.message())))?
+            .into_inner();
+        match wire::decode_reply::<
+            TransferLeaderResponse<TypeConfig>,
+            openraft::error::Fatal<TypeConfig>,
+        >(&reply)
+        {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(RPCError::Unreachable(unreachable(format!(
+                "node {}: {e}",
+                self.target
+            )))),
+            Err(e) => Err(RPCError::Unreachable(unreachable(e))),
+        }
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
@@ -241,7 +273,10 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         match wire::decode_reply::<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>>(
             &reply,
         ) {
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                super::metrics::snapshot_sent();
+                Ok(r)
+            }
             Ok(Err(e)) => Err(fail(format!("node {}: {e}", self.target))),
             Err(e) => Err(fail(e)),
         }

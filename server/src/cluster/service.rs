@@ -6,8 +6,8 @@ use std::sync::Arc;
 use strata_engine::Engine;
 use strata_proto::cluster::raft_server::Raft as RaftService;
 use strata_proto::cluster::{
-    AppendRequest, DescribeRequest, NodeDescription, Reply, SnapshotPart, SnapshotStartReply,
-    SnapshotStartRequest, VoteRequest,
+    AppendRequest, DescribeRequest, LeaderTransfer, NodeDescription, Reply, SnapshotPart,
+    SnapshotStartReply, SnapshotStartRequest, VoteRequest,
 };
 use strata_replication::snapshot::{self, SnapshotData, Staging};
 use strata_replication::types::Vote;
@@ -55,6 +55,16 @@ impl RaftService for PeerService {
         } else {
             self.raft.vote(rpc).await
         };
+        Ok(Response::new(wire::encode_reply(&r)))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<LeaderTransfer>,
+    ) -> Result<Response<Reply>, Status> {
+        let rpc = serde_json::from_slice(&req.into_inner().request)
+            .map_err(|e| Status::invalid_argument(format!("leader transfer request: {e}")))?;
+        let r = self.raft.handle_transfer_leader(rpc).await;
         Ok(Response::new(wire::encode_reply(&r)))
     }
 
@@ -123,6 +133,9 @@ impl RaftService for PeerService {
                 },
             )
             .await;
+        if r.is_ok() {
+            super::metrics::snapshot_installed();
+        }
         Ok(Response::new(wire::encode_reply(&r)))
     }
 }

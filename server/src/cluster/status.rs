@@ -8,7 +8,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 use strata_engine::Engine;
 use strata_proto::v1::{ClusterMember, ClusterStatus};
-use strata_replication::Raft;
+use strata_replication::{Raft, TypeConfig};
 use tonic::Status;
 
 use super::members::Members;
@@ -96,22 +96,28 @@ impl Handle {
         }
     }
 
+    /// This node's Raft metrics, if it leads; otherwise the refusal naming the leader.
+    pub(super) fn leading(&self) -> Result<openraft::RaftMetrics<TypeConfig>, Status> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader == Some(m.id) {
+            return Ok(m);
+        }
+        let leader = match m.current_leader {
+            Some(l) => match self.members.client_endpoint(l) {
+                Some((h, p)) => format!("node {l} (at {h}:{p}) leads: ask it"),
+                None => format!("node {l} leads: ask it"),
+            },
+            None => "no node leads right now (an election is under way): retry".into(),
+        };
+        Err(Status::failed_precondition(format!(
+            "this node (node {}) is not the leader; {leader}",
+            m.id
+        )))
+    }
+
     /// Hands leadership to voter `to` and waits until it leads.
     pub async fn transfer_leader(&self, to: u64) -> Result<u64, Status> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        if m.current_leader != Some(m.id) {
-            let leader = match m.current_leader {
-                Some(l) => match self.members.client_endpoint(l) {
-                    Some((h, p)) => format!("node {l} (at {h}:{p}) leads: ask it"),
-                    None => format!("node {l} leads: ask it"),
-                },
-                None => "no node leads right now (an election is under way): retry".into(),
-            };
-            return Err(Status::failed_precondition(format!(
-                "this node (node {}) is not the leader; {leader}",
-                m.id
-            )));
-        }
+        let m = self.leading()?;
         if to == m.id {
             return Ok(to);
         }

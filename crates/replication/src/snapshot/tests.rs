@@ -180,3 +180,24 @@ fn reading_for_a_transfer_is_bounded_by_bytes_but_never_empty() {
         .to_string()
         .contains("entry 41"));
 }
+
+#[test]
+fn an_empty_node_refuses_entries_that_do_not_start_the_log() {
+    let (a, b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let leader = open(a.path());
+    fill(&leader, 1, 0, 10, Some(9));
+    let follower = open(b.path());
+    let mut staging = Staging::create(b.path(), 9).unwrap();
+    for e in read_encoded(&leader, 5, 9, usize::MAX).unwrap() {
+        staging.push(&e).unwrap();
+    }
+    let received = staging.finish().unwrap();
+    let err = install(&follower, &received, id(1, 9))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds entries 5..=9, but this node needs 0..=9"),
+        "{err}"
+    );
+    assert_eq!(follower.last_entry().unwrap(), None, "nothing was written");
+}
