@@ -2,8 +2,10 @@
 //! whichever node leads (recording every operation in a [`History`]), waiting until every
 //! node shows the same `$all`, and comparing the nodes' log files byte for byte.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
@@ -69,6 +71,70 @@ pub fn start_cluster(base: u8, extra: impl Fn(u64) -> Vec<String>) -> Cluster {
         nodes,
         peer_addrs,
         _dirs: dirs,
+    }
+}
+
+/// A client of one node that does not retry by itself: cluster tests choose another node.
+pub async fn client_of(n: &crate::Server) -> Client {
+    Client::builder(n.url())
+        .append_retries(0)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The clients writers use, by node; tests add and remove nodes as they go.
+pub type Clients = Arc<Mutex<HashMap<u64, Client>>>;
+
+/// Writers appending without pause, each to its own stream, through whichever node takes an
+/// append ([`append_recorded`]), recording every operation in a [`History`]. A writer panics
+/// if an append's outcome stays unknown for 30 s.
+pub struct Writers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Starts `n` writers on streams `<prefix>-0`, `<prefix>-1`, ...
+    pub fn start(clients: &Clients, history: &Arc<History>, n: u64, prefix: &str) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..n)
+            .map(|w| {
+                let (clients, history, stop) = (clients.clone(), history.clone(), stop.clone());
+                let stream = format!("{prefix}-{w}");
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let nodes: Vec<(u64, Client)> = {
+                            let c = clients.lock().unwrap();
+                            c.iter().map(|(id, c)| (*id, c.clone())).collect()
+                        };
+                        let outcome = append_recorded(
+                            &history,
+                            &nodes,
+                            &stream,
+                            ExpectedRevision::Any,
+                            event(w, n),
+                            Duration::from_secs(30),
+                        )
+                        .await;
+                        if let Outcome::Unknown(e) = outcome {
+                            panic!("writer {w}: event {n} not acknowledged within 30 s; last error: {e}");
+                        }
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        Writers { stop, tasks }
+    }
+
+    /// Stops the writers once their appends in flight are answered.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
     }
 }
 

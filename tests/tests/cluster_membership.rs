@@ -5,31 +5,23 @@
 //! remaining nodes exactly once, and their logs are identical byte for byte.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_client::{Client, ClusterStatus, ExpectedRevision};
 use strata_tests::cluster::{
-    append_recorded, assert_identical_logs, converged, event, free_port, log_tails, start_cluster,
+    assert_identical_logs, client_of, converged, event, free_port, log_tails, start_cluster,
+    Clients, Writers,
 };
-use strata_tests::history::{History, Outcome};
+use strata_tests::history::History;
 use strata_tests::{rt, Server};
-
-async fn client_of(n: &Server) -> Client {
-    Client::builder(n.url())
-        .append_retries(0)
-        .connect()
-        .await
-        .unwrap()
-}
 
 async fn status(c: &Client) -> ClusterStatus {
     c.server_info().await.unwrap().cluster.unwrap()
 }
 
 /// The client of the node that leads now.
-async fn leader(clients: &Arc<Mutex<HashMap<u64, Client>>>) -> (u64, Client) {
+async fn leader(clients: &Clients) -> (u64, Client) {
     for _ in 0..100 {
         let all: Vec<(u64, Client)> = clients
             .lock()
@@ -71,40 +63,9 @@ fn a_node_joins_as_learner_is_promoted_and_an_old_voter_leaves_under_load() {
         for (id, n) in &cluster.nodes {
             initial.insert(*id, client_of(n).await);
         }
-        let clients = Arc::new(Mutex::new(initial));
+        let clients: Clients = Arc::new(Mutex::new(initial));
         let history = Arc::new(History::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut writers = Vec::new();
-        for w in 0..8u64 {
-            let (clients, history, stop) = (clients.clone(), history.clone(), stop.clone());
-            writers.push(tokio::spawn(async move {
-                let stream = format!("m-{w}");
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let nodes: Vec<(u64, Client)> = clients
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .map(|(id, c)| (*id, c.clone()))
-                        .collect();
-                    let outcome = append_recorded(
-                        &history,
-                        &nodes,
-                        &stream,
-                        ExpectedRevision::Any,
-                        event(w, n),
-                        Duration::from_secs(30),
-                    )
-                    .await;
-                    if let Outcome::Unknown(e) = outcome {
-                        panic!(
-                            "writer {w}: event {n} not acknowledged within 30 s; last error: {e}"
-                        );
-                    }
-                    n += 1;
-                }
-            }));
-        }
+        let writers = Writers::start(&clients, &history, 8, "m");
         tokio::time::sleep(Duration::from_secs(1)).await;
 
         // Node 4 joins as a learner: the call returns once it has caught up.
@@ -167,10 +128,7 @@ fn a_node_joins_as_learner_is_promoted_and_an_old_voter_leaves_under_load() {
         let err = lc.remove_member(gone).await.unwrap_err();
         assert!(err.to_string().contains("is not a member"), "{err}");
 
-        stop.store(true, Ordering::Relaxed);
-        for w in writers {
-            w.await.unwrap();
-        }
+        writers.stop().await;
         let nodes: Vec<(u64, Client)> = {
             let c = clients.lock().unwrap();
             let mut v: Vec<(u64, Client)> = c.iter().map(|(id, c)| (*id, c.clone())).collect();

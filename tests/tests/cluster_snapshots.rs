@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use strata_client::{Client, Error, EventData, ExpectedRevision};
-use strata_tests::cluster::{assert_identical_logs, converged, log_tails, start_cluster};
+use strata_tests::cluster::{
+    assert_identical_logs, client_of, converged, log_tails, start_cluster,
+};
 use strata_tests::{rt, Server};
 use tonic::Code;
 use uuid::Uuid;
@@ -16,14 +18,6 @@ use uuid::Uuid;
 /// Events per append and bytes per event: appends just under the 1 MiB limit.
 const EVENTS: u64 = 32;
 const EVENT_BYTES: usize = 31 * 1024;
-
-async fn client_of(n: &Server) -> Client {
-    Client::builder(n.url())
-        .append_retries(0)
-        .connect()
-        .await
-        .unwrap()
-}
 
 /// Appends batch `b` (its event IDs fixed, so a retry is idempotent) through whichever node
 /// takes it; returns the node that acknowledged it.
