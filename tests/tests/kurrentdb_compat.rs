@@ -1,7 +1,8 @@
 //! KurrentDB client compatibility against the real server: the official Python client
 //! (kurrentdbclient, installed into a virtualenv under the target directory on first use) runs
 //! tests/compat/kurrentdb_smoke.py; the generated v1 stubs check what that client does not
-//! touch (structured UUIDs, ServerFeatures, Gossip, unimplemented calls, error texts).
+//! touch (structured UUIDs, ServerFeatures, Gossip, unimplemented calls, error texts). Also
+//! the Python client against a three-node cluster through a leader kill.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -260,5 +261,75 @@ fn gossip_advertises_the_configured_host_and_port() {
             .into_inner();
         let ep = gossip.members[0].http_end_point.as_ref().unwrap();
         assert_eq!((ep.address.as_str(), ep.port), ("db.example", 2113));
+    });
+}
+
+/// The Python client with a three-host connection string against a three-node cluster
+/// (127.0.0.111–113): it finds the leader by gossip and appends; the leader is killed midway;
+/// the client reconnects to the new leader and goes on. Every acknowledged event is read back
+/// exactly once, in the order acknowledged.
+#[test]
+fn the_python_client_follows_the_leader_of_a_cluster_through_a_leader_kill() {
+    use std::io::BufRead;
+    let py = python();
+    rt().block_on(async {
+        let mut cluster = strata_tests::cluster::start_cluster(110, |_| vec![]);
+        let hosts: Vec<String> = cluster.nodes.values().map(|n| n.addr.to_string()).collect();
+        let uri = format!("kurrentdb://{}?tls=false", hosts.join(","));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("compat")
+            .join("kurrentdb_cluster.py");
+        let mut child = Command::new(py)
+            .arg(script)
+            .arg(&uri)
+            .arg("120")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut result = None;
+        let mut killed = None;
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if line == "acked 40" {
+                // Kill whichever node leads now.
+                let mut leader = None;
+                for (id, n) in &cluster.nodes {
+                    let c = strata_client::Client::connect(n.url()).await.unwrap();
+                    let s = c.server_info().await.unwrap().cluster.unwrap();
+                    if s.role == "leader" {
+                        leader = Some(*id);
+                    }
+                }
+                let id = leader.expect("a node leads");
+                cluster.nodes.get_mut(&id).unwrap().kill();
+                killed = Some(id);
+            }
+            if let Some(json) = line.strip_prefix("result: ") {
+                result = Some(serde_json::from_str::<serde_json::Value>(json).unwrap());
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let result = result.unwrap_or_else(|| {
+            panic!(
+                "the script ended without a result ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert!(killed.is_some(), "the leader was never killed");
+        let acked = result["acked"].as_array().unwrap();
+        assert_eq!(acked.len(), 120);
+        assert_eq!(
+            result["read"], result["acked"],
+            "the stream does not hold exactly the acknowledged events, in order; failures: {}",
+            result["failures"]
+        );
+        eprintln!(
+            "node {} (leader) killed after 40 appends; failed attempts the script retried: {}",
+            killed.unwrap(),
+            result["failures"]
+        );
     });
 }
