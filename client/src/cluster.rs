@@ -16,7 +16,48 @@ use std::time::Duration;
 
 use strata_proto::v1::{self, server_client::ServerClient};
 
-use crate::{Client, Result};
+use crate::transport::{Security, Transport};
+use crate::{Client, Error, Result};
+
+/// The nodes a client was given, to find the leader among.
+#[derive(Debug)]
+pub(crate) struct Nodes {
+    pub urls: Vec<String>,
+    pub security: Security,
+    pub connect_timeout: Duration,
+}
+
+impl Nodes {
+    /// A connection to the node that leads; if none says it does (an election), to the first
+    /// that answers; a single node (no cluster) counts as leading.
+    pub(crate) async fn leader(&self) -> Result<Transport> {
+        let mut first = None;
+        let mut last = None;
+        for url in &self.urls {
+            let t = match Transport::connect(url, &self.security, self.connect_timeout).await {
+                Ok(t) => t,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let mut ask = tonic::Request::new(v1::InfoRequest {});
+            ask.set_timeout(Duration::from_secs(2));
+            match ServerClient::new(t.clone()).info(ask).await {
+                Ok(r) => match r.into_inner().cluster {
+                    None => return Ok(t),
+                    Some(c) if c.role == "leader" => return Ok(t),
+                    Some(_) => {
+                        first.get_or_insert(t);
+                    }
+                },
+                Err(s) => last = Some(Error::from(s)),
+            }
+        }
+        first
+            .ok_or_else(|| last.unwrap_or_else(|| Error::Connect("no server address given".into())))
+    }
+}
 
 /// What a cluster node reports about its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,6 +78,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable(_))
     }
+
+    /// A cluster node refused a write because another node leads.
+    pub fn is_not_leader(&self) -> bool {
+        matches!(self, Error::Server { code: Code::FailedPrecondition, message } if message.contains("not the leader"))
+    }
 }
 
 impl From<Status> for Error {
@@ -255,6 +260,15 @@ mod tests {
             Error::Unavailable("the store is read-only: disk full".into())
         );
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn a_followers_refusal_is_recognised() {
+        let e = Error::from(Status::failed_precondition(
+            "this node cannot take writes: it is not the leader; node 3 is",
+        ));
+        assert!(e.is_not_leader() && !e.is_transient());
+        assert!(!Error::from(Status::failed_precondition("group exists")).is_not_leader());
     }
 
     #[test]

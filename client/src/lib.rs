@@ -161,8 +161,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects. `url` may name several nodes of a cluster, comma-separated
+    /// (`http://10.0.0.1:2113,http://10.0.0.2:2113,http://10.0.0.3:2113`): the client then talks
+    /// to the node that leads, and when an append is refused by a node that no longer leads,
+    /// or its node is lost, it finds the leader again and sends the append there (safe: the
+    /// events keep their IDs). Reads and subscriptions go to the node in use when they start.
     pub async fn connect(self) -> Result<Client> {
-        let channel = Channel::connect(&self.url, &self.security, self.connect_timeout).await?;
+        let urls: Vec<String> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let nodes = (urls.len() > 1).then(|| {
+            std::sync::Arc::new(cluster::Nodes {
+                urls,
+                security: self.security.clone(),
+                connect_timeout: self.connect_timeout,
+            })
+        });
+        let channel = match &nodes {
+            Some(nodes) => nodes.leader().await?,
+            None => Channel::connect(&self.url, &self.security, self.connect_timeout).await?,
+        };
         let session = self
             .sessions
             .then(|| session::AppendSession::start(channel.clone()));
@@ -171,6 +193,7 @@ impl ClientBuilder {
             timeout: self.timeout,
             append_retries: self.append_retries,
             session,
+            nodes,
         })
     }
 }
@@ -183,6 +206,8 @@ pub struct Client {
     append_retries: u32,
     /// Shared by clones: their appends travel on one stream.
     session: Option<session::AppendSession>,
+    /// Set when the client was given several nodes of a cluster.
+    nodes: Option<std::sync::Arc<cluster::Nodes>>,
 }
 
 /// A running catch-up subscription: a stream of [`SubscriptionMessage`]s.
@@ -287,11 +312,19 @@ impl Client {
         loop {
             match call().await {
                 Ok(r) => return Ok(r),
-                Err(err) if !err.is_transient() || attempt >= self.append_retries => {
+                Err(err)
+                    if !(err.is_transient() || self.nodes.is_some() && err.is_not_leader())
+                        || attempt >= self.append_retries =>
+                {
                     return Err(err)
                 }
                 Err(_) => {
                     attempt += 1;
+                    if let Some(nodes) = &self.nodes {
+                        if let Ok(leader) = nodes.leader().await {
+                            self.channel.follow(&leader);
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(5))).await;
                 }
             }

@@ -84,6 +84,8 @@ fn transport_failure(status: Status) -> Error {
 /// Runs sessions one after another for as long as the client exists.
 async fn drive(channel: Channel, mut rx: mpsc::Receiver<Pending>) {
     let mut next_id: u64 = 0;
+    // When the client follows a new leader, the session starts again there.
+    let mut moves = channel.moves();
     // Opened when the first append arrives; reopened after a failure.
     while let Some(first) = rx.recv().await {
         let (out, out_rx) = mpsc::channel::<v1::AppendSessionRequest>(QUEUE);
@@ -94,6 +96,8 @@ async fn drive(channel: Channel, mut rx: mpsc::Receiver<Pending>) {
             correlation_id: next_id,
             append: Some(first.request),
         });
+        // This stream goes to the node in use now: only later moves end it.
+        moves.borrow_and_update();
         let mut client =
             StreamsClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
         let mut inbound = match client.append_session(ReceiverStream::new(out_rx)).await {
@@ -138,6 +142,7 @@ async fn drive(channel: Channel, mut rx: mpsc::Receiver<Pending>) {
                     Ok(None) => break Error::Unavailable("the server ended the append session".into()),
                     Err(status) => break transport_failure(status),
                 },
+                _ = moves.changed() => break Error::Unavailable("the client moved to the cluster's new leader".into()),
             }
         };
         for (_, reply) in waiting.drain() {

@@ -1,6 +1,7 @@
 //! The connection under every call: a tonic channel, over TLS for `https://` URLs, that adds
 //! the client's Basic credentials to each request.
 
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
@@ -33,11 +34,16 @@ impl std::fmt::Debug for Security {
     }
 }
 
-/// A channel plus the credentials to send on it.
+/// A channel plus the credentials to send on it. Clones share the channel, which a client
+/// of several cluster nodes replaces when it follows the leader (see [`Transport::follow`]).
 #[derive(Clone)]
 pub struct Transport {
-    channel: Channel,
+    channel: Arc<RwLock<Channel>>,
     authorization: Option<HeaderValue>,
+    /// The URL connected to (credentials removed).
+    url: Arc<RwLock<String>>,
+    /// Counts the moves to another node, for streams that must start again on it.
+    moves: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Splits `user:password@` off a URL's authority.
@@ -82,7 +88,7 @@ fn percent_decode(s: &str) -> String {
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
-            .field("channel", &self.channel)
+            .field("url", &self.url())
             .field("credentials", &self.authorization.is_some())
             .finish()
     }
@@ -139,19 +145,47 @@ impl Transport {
             }
         };
         Ok(Transport {
-            channel,
+            channel: Arc::new(RwLock::new(channel)),
             authorization,
+            url: Arc::new(RwLock::new(url)),
+            moves: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
+    }
+
+    /// Changes whenever this transport moves to another node.
+    pub(crate) fn moves(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.moves.subscribe()
+    }
+
+    /// The URL of the node this transport talks to now.
+    pub fn url(&self) -> String {
+        self.url.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// From now on, this transport and its clones talk to `other`'s node.
+    pub(crate) fn follow(&self, other: &Transport) {
+        if other.url() == self.url() {
+            return; // already there
+        }
+        let channel = other
+            .channel
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self.channel.write().unwrap_or_else(|p| p.into_inner()) = channel;
+        *self.url.write().unwrap_or_else(|p| p.into_inner()) = other.url();
+        self.moves.send_modify(|n| *n += 1);
     }
 }
 
 impl tower_service::Service<http::Request<Body>> for Transport {
     type Response = http::Response<Body>;
     type Error = tonic::transport::Error;
-    type Future = tonic::transport::channel::ResponseFuture;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower_service::Service::poll_ready(&mut self.channel, cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is awaited in `call`, on the channel in use at that moment.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
@@ -160,7 +194,16 @@ impl tower_service::Service<http::Request<Body>> for Transport {
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, v.clone());
         }
-        tower_service::Service::call(&mut self.channel, request)
+        let mut channel = self
+            .channel
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Box::pin(async move {
+            futures::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut channel, cx))
+                .await?;
+            tower_service::Service::call(&mut channel, request).await
+        })
     }
 }
 
