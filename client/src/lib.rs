@@ -154,8 +154,9 @@ impl ClientBuilder {
         self
     }
     /// How often an append that failed with a transient error (server unavailable, connection
-    /// lost) is re-sent. Safe: the events keep their IDs, so the server never writes them twice.
-    /// Default 5.
+    /// lost) is re-sent, after 100, 200, 400… ms. Safe: the events keep their IDs, so the server
+    /// never writes them twice. Default 5. A client given several cluster nodes instead retries
+    /// every 100 ms for up to 10 s while it follows a leader change; 0 turns retries off.
     pub fn append_retries(mut self, n: u32) -> Self {
         self.append_retries = n;
         self
@@ -197,6 +198,10 @@ impl ClientBuilder {
         })
     }
 }
+
+/// How long a client given several cluster nodes keeps retrying an append (every 100 ms,
+/// finding the leader again each time) after its node stopped leading or was lost.
+const FOLLOW_LEADER_FOR: Duration = Duration::from_secs(10);
 
 /// A connection to a Strata server. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
@@ -309,23 +314,34 @@ impl Client {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             match call().await {
                 Ok(r) => return Ok(r),
-                Err(err)
-                    if !(err.is_transient() || self.nodes.is_some() && err.is_not_leader())
-                        || attempt >= self.append_retries =>
-                {
-                    return Err(err)
-                }
-                Err(_) => {
-                    attempt += 1;
-                    if let Some(nodes) = &self.nodes {
-                        if let Ok(leader) = nodes.leader().await {
-                            self.channel.follow(&leader);
-                        }
+                Err(err) => {
+                    let following = self.nodes.is_some() && self.append_retries > 0;
+                    let retry = err.is_transient() || following && err.is_not_leader();
+                    let within = if following {
+                        // Following a leader change: retry closely for as long as an election
+                        // may take, rather than back off as from an overloaded server.
+                        started.elapsed() < FOLLOW_LEADER_FOR
+                    } else {
+                        attempt < self.append_retries
+                    };
+                    if !retry || !within {
+                        return Err(err);
                     }
-                    tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(5))).await;
+                    attempt += 1;
+                    let pause = match &self.nodes {
+                        Some(nodes) => {
+                            if let Ok(leader) = nodes.leader().await {
+                                self.channel.follow(&leader);
+                            }
+                            Duration::from_millis(100)
+                        }
+                        None => Duration::from_millis(50u64 << attempt.min(5)),
+                    };
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
